@@ -1,0 +1,163 @@
+"""Numerical comparison of two models: ``graphopt.verify(reference, candidate)``.
+
+Either side may be an ``nn.Module``, an IR ``Graph`` (run through the PyTorch backend), an ``onnx.ModelProto``
+or a path to an ``.onnx`` file (run in onnxruntime). Inputs are generated from the graph's input types when
+not given (seeded; symbolic dims get ``sym_value``), so a rewrite can be checked without a dataset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .ir.graph import Graph
+from .ir.types import DType, TensorType
+
+
+@dataclass
+class OutputDiff:
+    index: int
+    name: str
+    shape: tuple[int, ...]
+    max_abs: float
+    max_rel: float
+    ok: bool
+
+
+@dataclass
+class VerifyReport:
+    ok: bool
+    outputs: list[OutputDiff] = field(default_factory=list)
+    rtol: float = 1e-4
+    atol: float = 1e-5
+    message: str = ""
+
+    @property
+    def worst(self) -> OutputDiff | None:
+        return max(self.outputs, key=lambda d: d.max_abs, default=None)
+
+    def __str__(self) -> str:
+        w = self.worst
+        if self.message:
+            return self.message
+        if w is None:
+            return "no outputs compared"
+        status = "OK" if self.ok else "MISMATCH"
+        return (f"{status}: {len(self.outputs)} outputs, worst {w.name!r} {list(w.shape)} max abs err "
+                f"{w.max_abs:.3g}, max rel err {w.max_rel:.3g} (rtol={self.rtol}, atol={self.atol})")
+
+
+def random_inputs(types: list[TensorType], *, seed: int = 0, sym_value: int = 2,
+                  int_high: int = 10) -> list[np.ndarray]:
+    """Seeded inputs matching ``types``: floats ~ N(0,1), ints in [0, int_high), bools random."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for t in types:
+        shape = [d if isinstance(d, int) else sym_value for d in (t.shape or ())]
+        if t.dtype.is_float:
+            out.append(rng.standard_normal(shape).astype(t.dtype.to_numpy()))
+        elif t.dtype is DType.bool:
+            out.append(rng.integers(0, 2, shape).astype(bool))
+        else:
+            out.append(rng.integers(0, int_high, shape).astype(t.dtype.to_numpy()))
+    return out
+
+
+def run_model(model: Any, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    """Execute any supported model kind on numpy inputs and return numpy outputs."""
+    import torch
+
+    if isinstance(model, Graph):
+        from .backends.torch import to_torch
+
+        model = to_torch(model).eval()
+    if isinstance(model, torch.nn.Module):
+        with torch.no_grad():
+            res = model(*[torch.from_numpy(np.ascontiguousarray(x)) for x in inputs])
+        flat = _flatten(res)
+        return [t.detach().cpu().numpy() for t in flat]
+    import onnxruntime as ort
+
+    data = model.SerializeToString() if hasattr(model, "SerializeToString") else None
+    if data is None:
+        sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    else:
+        sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    feeds = {i.name: x for i, x in zip(sess.get_inputs(), inputs, strict=False)}
+    return [np.asarray(o) for o in sess.run(None, feeds)]
+
+
+def _flatten(res: Any) -> list:
+    import torch
+
+    if isinstance(res, torch.Tensor):
+        return [res]
+    if isinstance(res, dict):
+        return [t for v in res.values() for t in _flatten(v)]
+    if isinstance(res, list | tuple):
+        return [t for v in res for t in _flatten(v)]
+    if hasattr(res, "to_tuple"):
+        return _flatten(res.to_tuple())
+    return []
+
+
+def input_types_of(model: Any) -> list[TensorType] | None:
+    if isinstance(model, Graph):
+        return [v.type for v in model.inputs]  # type: ignore[misc]
+    if isinstance(model, str | Path) or hasattr(model, "graph"):
+        import onnx
+
+        m = onnx.load(str(model), load_external_data=False) if isinstance(model, str | Path) else model
+        inits = {i.name for i in m.graph.initializer}
+        types = []
+        for i in m.graph.input:
+            if i.name in inits:
+                continue
+            tt = i.type.tensor_type
+            dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tt.shape.dim]
+            types.append(TensorType(DType.from_any(tt.elem_type), tuple(dims)))
+        return types
+    return None
+
+
+def verify(reference: Any, candidate: Any, inputs: list | tuple | None = None, *, rtol: float = 1e-4,
+           atol: float = 1e-5, seed: int = 0) -> VerifyReport:
+    """Compare outputs of two models; ``report.ok`` and ``str(report)`` name the worst output tensor."""
+    if inputs is None:
+        types = input_types_of(candidate) or input_types_of(reference)
+        if types is None:
+            raise ValueError("verify() needs inputs when neither model is a Graph or ONNX model")
+        inputs = random_inputs(types, seed=seed)
+    np_inputs = [x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x) for x in inputs]
+    ref = run_model(reference, np_inputs)
+    cand = run_model(candidate, np_inputs)
+    if len(ref) != len(cand):
+        return VerifyReport(False, [], rtol, atol, f"MISMATCH: reference has {len(ref)} outputs, candidate "
+                                                     f"{len(cand)}")
+    report = VerifyReport(True, [], rtol, atol)
+    for i, (a, b) in enumerate(zip(ref, cand, strict=True)):
+        name = f"output{i}"
+        if a.shape != b.shape:
+            report.ok = False
+            report.message = f"MISMATCH: {name} shape {list(a.shape)} vs {list(b.shape)}"
+            report.outputs.append(OutputDiff(i, name, a.shape, float("inf"), float("inf"), False))
+            continue
+        if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.number):
+            ok = bool(np.array_equal(a, b))
+            diff = 0.0 if ok else 1.0
+            report.outputs.append(OutputDiff(i, name, a.shape, diff, diff, ok))
+            report.ok &= ok
+            continue
+        a64, b64 = a.astype(np.float64), b.astype(np.float64)
+        err = np.abs(a64 - b64)
+        both_nan = np.isnan(a64) & np.isnan(b64)
+        err[both_nan] = 0.0
+        max_abs = float(np.nanmax(err)) if err.size else 0.0
+        max_rel = float(np.nanmax(err / (np.abs(a64) + 1e-12))) if err.size else 0.0
+        ok = bool(np.all((err <= atol + rtol * np.abs(a64)) | both_nan))
+        report.outputs.append(OutputDiff(i, name, a.shape, max_abs, max_rel, ok))
+        report.ok &= ok
+    return report

@@ -1,0 +1,214 @@
+"""Shape and dtype inference by running each op's own implementation on meta tensors.
+
+Why: an op's PyTorch function *is* its semantics, so executing it on ``device="meta"`` tensors yields exactly
+the shapes the backend will produce, for every op, with no second set of hand-written rules to drift.
+
+Symbolic dims: each symbol gets a large sentinel integer for the meta run and is mapped back afterwards; a dim
+derived arithmetically from a symbol (``batch*3``) becomes a fresh symbol named after the node. Small integer
+tensors computed from shapes (``Shape -> Gather -> Concat -> Reshape``) are propagated as *known values* so
+dynamic-shape graphs exported by torch/ONNX still infer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .graph import Graph, IRError, Node, Value
+from .registry import get_op
+from .types import DType, TensorType
+
+_SENTINEL_BASE = 7_000_003
+_KNOWN_MAX_NUMEL = 4096
+
+
+class ShapeInferenceError(IRError):
+    pass
+
+
+def _sentinels(graph: Graph | None) -> dict[str, int]:
+    if graph is None:
+        return {}
+    table = graph.meta.setdefault("_sym_sentinels", {})
+    return table
+
+
+def _sentinel_for(table: dict[str, int], sym: str) -> int:
+    if sym not in table:
+        table[sym] = _SENTINEL_BASE + 1009 * len(table)
+    return table[sym]
+
+
+def known_value(v: Value | None) -> np.ndarray | None:
+    """The array a value is known to hold at compile time (a constant, or a propagated shape computation)."""
+    if v is None:
+        return None
+    if v.const is not None:
+        return v.const
+    return v.meta.get("_known")
+
+
+def _sym_dependent(v: Value | None) -> bool:
+    return v is not None and v.const is None and bool(v.meta.get("_known_sym"))
+
+
+def infer_node(node: Node) -> None:
+    """Fill the output types of ``node`` (and known values of small shape tensors)."""
+    import torch
+
+    opdef = get_op(node.op)
+    if not opdef.arity_ok(len(node.inputs)):
+        raise ShapeInferenceError(
+            f"node {node.name} ({node.op}) has {len(node.inputs)} inputs; expected "
+            f"{', '.join(s.name + ('?' if s.optional else '*' if s.variadic else '') for s in opdef.inputs)}")
+    for i, v in enumerate(node.inputs):
+        if v is not None and v.type is None:
+            raise ShapeInferenceError(f"node {node.name} ({node.op}): input {i} %{v.name} has no type; "
+                                      f"infer its producer first")
+    if opdef.infer is not None:
+        types = opdef.infer(node)
+        for o, t in zip(node.outputs, types, strict=False):
+            o.type = t
+        return
+    graph = node.graph
+    table = _sentinels(graph)
+    args: list[Any] = []
+    unknown_static = False
+    for i, v in enumerate(node.inputs):
+        spec = opdef.input_spec(i)
+        if v is None:
+            args.append(None)
+            continue
+        kv = known_value(v)
+        if spec.static:
+            if kv is None:
+                unknown_static = True
+                args.append(_meta_tensor(v, table))
+            else:
+                args.append(np.asarray(kv).tolist())
+        else:
+            args.append(_meta_tensor(v, table))
+    if unknown_static:
+        # A shape-like argument computed at run time: rank/dims are not known statically.
+        dt = next((v.type.dtype for v in node.inputs if v is not None and v.type is not None), DType.float32)
+        for o in node.outputs:
+            o.type = TensorType(dt, None)
+        _try_known(node, opdef, table)
+        return
+    rev = {s: k for k, s in table.items()}
+    try:
+        with torch.no_grad():
+            res = opdef.fn(*args, **node.attrs)
+    except Exception as e:  # noqa: BLE001 - re-raised with the node named
+        shapes = ", ".join("None" if v is None else str(v.type) for v in node.inputs)
+        raise ShapeInferenceError(
+            f"node {node.name} ({node.op}) cannot take inputs ({shapes}) with attributes {node.attrs}: {e}"
+        ) from e
+    outs = list(res) if isinstance(res, tuple | list) else [res]
+    if len(outs) != len(node.outputs):
+        raise ShapeInferenceError(f"node {node.name} ({node.op}) produced {len(outs)} outputs, "
+                                  f"the node declares {len(node.outputs)}")
+    for k, (o, t) in enumerate(zip(node.outputs, outs, strict=True)):
+        if not isinstance(t, torch.Tensor):
+            t = torch.as_tensor(t)
+        dims: list[int | str] = []
+        for d_i, d in enumerate(t.shape):
+            d = int(d)
+            if d in rev:
+                dims.append(rev[d])
+            elif d >= _SENTINEL_BASE:
+                dims.append(f"{node.name}_o{k}_d{d_i}")
+            else:
+                dims.append(d)
+        o.type = TensorType(DType.from_any(t.dtype), tuple(dims))
+    _try_known(node, opdef, table)
+
+
+def _meta_tensor(v: Value, table: dict[str, int]):
+    import torch
+
+    assert v.type is not None
+    if v.type.shape is None:
+        raise ShapeInferenceError(f"value %{v.name} has unknown rank; pass --input-shape or fix its producer")
+    shape = [d if isinstance(d, int) else _sentinel_for(table, d) for d in v.type.shape]
+    return torch.empty(shape, dtype=v.type.dtype.to_torch(), device="meta")
+
+
+def _try_known(node: Node, opdef, table: dict[str, int]) -> None:
+    """Evaluate tiny integer shape computations so later reshapes see their target."""
+    import torch
+
+    for o in node.outputs:
+        o.meta.pop("_known", None)
+        o.meta.pop("_known_sym", None)
+    if node.op == "shape":
+        v = node.inputs[0]
+        if v is not None and v.type is not None and v.type.shape is not None:
+            shape = [d if isinstance(d, int) else _sentinel_for(table, d) for d in v.type.shape]
+            start, end = node.attrs.get("start", 0), node.attrs.get("end")
+            arr = np.asarray(shape[start:end] if end is not None else shape[start:], dtype=np.int64)
+            node.outputs[0].meta["_known"] = arr
+            node.outputs[0].meta["_known_sym"] = any(isinstance(d, str) for d in v.type.shape)
+        return
+    if not opdef.value_prop:
+        return
+    vals = []
+    sym = False
+    for i, v in enumerate(node.inputs):
+        if v is None:
+            vals.append(None)
+            continue
+        kv = known_value(v)
+        if kv is None or np.asarray(kv).size > _KNOWN_MAX_NUMEL:
+            return
+        sym = sym or _sym_dependent(v)
+        if opdef.input_spec(i).static:
+            vals.append(np.asarray(kv).tolist())
+        else:
+            vals.append(torch.as_tensor(np.asarray(kv)))
+    try:
+        with torch.no_grad():
+            res = opdef.fn(*vals, **node.attrs)
+    except Exception:  # noqa: BLE001 - a failed propagation only loses a known value
+        return
+    outs = list(res) if isinstance(res, tuple | list) else [res]
+    for o, t in zip(node.outputs, outs, strict=False):
+        if isinstance(t, torch.Tensor) and t.numel() <= _KNOWN_MAX_NUMEL:
+            o.meta["_known"] = t.numpy().copy()
+            o.meta["_known_sym"] = sym
+
+
+def infer_graph(graph: Graph) -> None:
+    """Re-infer every node in order (after a frontend builds the graph or a pass rewrites it)."""
+    for n in graph.nodes:
+        infer_node(n)
+
+
+def is_known_static(v: Value) -> bool:
+    """A known value that does not depend on symbolic dims (safe to fold into a constant)."""
+    return known_value(v) is not None and not _sym_dependent(v)
+
+
+def set_input_shapes(graph: Graph, shapes: dict[str, list[int | str]]) -> None:
+    """Bind graph input shapes (e.g. ``--input-shape x=1,3,224,224``) and re-infer the whole graph.
+
+    Why: symbolic dims stay symbolic by default; NPU export and latency measurement need them fixed.
+    """
+    by_name = {v.name: v for v in graph.inputs}
+    for name, shape in shapes.items():
+        if name not in by_name:
+            raise IRError(f"--input-shape names input {name!r}, but the graph's inputs are "
+                          f"{', '.join(by_name) or '(none)'}")
+        v = by_name[name]
+        old = v.type
+        if old is not None and old.shape is not None and len(old.shape) != len(shape):
+            raise IRError(f"--input-shape {name}: rank {len(shape)} given, the model's input has rank "
+                          f"{len(old.shape)} ({old})")
+        if old is not None and old.shape is not None:
+            for i, (a, b) in enumerate(zip(old.shape, shape, strict=True)):
+                if isinstance(a, int) and isinstance(b, int) and a != b:
+                    raise IRError(f"--input-shape {name}: dim {i} is fixed to {a} in the model, got {b}")
+        v.type = TensorType(old.dtype if old is not None else DType.float32, tuple(shape))
+    graph.meta.pop("_sym_sentinels", None)
+    infer_graph(graph)

@@ -1,0 +1,266 @@
+"""Neural-network ops: convolutions, matmuls, normalizations, pooling, softmax, resize (ONNX semantics).
+
+``batch_norm`` and ``dropout`` take a ``training`` flag that only the PyTorch backend sets (from
+``module.training``), so an emitted module trains exactly like the original; ONNX export is inference-only.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ..cost import conv_flops, conv_transpose_flops, gemm_flops, input_numel_flops, matmul_flops, pool_flops
+from ..registry import In, op
+from ._rt import _bcast_axis, _ints, _spatial_pads, _torch_pad
+
+CONV_ATTRS = {"auto_pad": "NOTSET", "dilations": None, "group": 1, "kernel_shape": None, "pads": None,
+              "strides": None}
+
+
+@op("conv", inputs=[In("X"), In("W"), In("B", optional=True)], attrs=CONV_ATTRS, category="conv",
+    flops=conv_flops, weight_inputs=(1, 2))
+def conv(X, W, B=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None, pads=None,
+         strides=None):
+    nd = X.dim() - 2
+    k = list(W.shape[2:])
+    s, d = _ints(strides, nd, 1), _ints(dilations, nd, 1)
+    p = _spatial_pads(X, k, s, d, pads, auto_pad)
+    if p[:nd] == p[nd:]:
+        return getattr(F, f"conv{nd}d")(X, W, B, s, p[:nd], d, group)
+    return getattr(F, f"conv{nd}d")(F.pad(X, _torch_pad(p)), W, B, s, 0, d, group)
+
+
+@op("conv_transpose", onnx="ConvTranspose", inputs=[In("X"), In("W"), In("B", optional=True)],
+    attrs={**CONV_ATTRS, "output_padding": None, "output_shape": None}, category="conv",
+    flops=conv_transpose_flops, weight_inputs=(1, 2))
+def conv_transpose(X, W, B=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None, pads=None,
+                   strides=None, output_padding=None, output_shape=None):
+    nd = X.dim() - 2
+    k = list(W.shape[2:])
+    s, d = _ints(strides, nd, 1), _ints(dilations, nd, 1)
+    op_ = _ints(output_padding, nd, 0)
+    p = _ints(pads, 2 * nd, 0)
+    if output_shape is not None or auto_pad not in ("NOTSET", "", None):
+        target = list(output_shape)[-nd:] if output_shape is not None else [X.shape[2 + i] * s[i] for i in range(nd)]
+        p = [0] * (2 * nd)
+        for i in range(nd):
+            total = s[i] * (X.shape[2 + i] - 1) + op_[i] + ((k[i] - 1) * d[i] + 1) - target[i]
+            total = max(total, 0)
+            if auto_pad == "SAME_LOWER":
+                p[i], p[i + nd] = total - total // 2, total // 2
+            else:
+                p[i], p[i + nd] = total // 2, total - total // 2
+    if p[:nd] == p[nd:]:
+        return getattr(F, f"conv_transpose{nd}d")(X, W, B, s, p[:nd], op_, group, d)
+    y = getattr(F, f"conv_transpose{nd}d")(X, W, B, s, 0, op_, group, d)
+    return F.pad(y, [-v for v in _torch_pad(p)])
+
+
+@op("gemm", inputs=[In("A"), In("B"), In("C", optional=True)],
+    attrs={"alpha": 1.0, "beta": 1.0, "transA": 0, "transB": 0}, category="matmul", flops=gemm_flops,
+    weight_inputs=(1, 2))
+def gemm(A, B, C=None, *, alpha=1.0, beta=1.0, transA=0, transB=0):
+    if transA:
+        A = A.t()
+    if C is not None and transB and alpha == 1.0 and beta == 1.0:
+        return F.linear(A, B, C)
+    y = A @ (B.t() if transB else B)
+    if alpha != 1.0:
+        y = y * alpha
+    if C is not None:
+        y = y + (C * beta if beta != 1.0 else C)
+    return y
+
+
+@op("matmul", onnx="MatMul", inputs=[In("A"), In("B")], category="matmul", flops=matmul_flops,
+    weight_inputs=(1,))
+def matmul(A, B):
+    return torch.matmul(A, B)
+
+
+@op("einsum", inputs=[In("Inputs", variadic=True)], attrs={"equation": None}, category="matmul", onnx_min_opset=12)
+def einsum(*Inputs, equation=None):
+    return torch.einsum(equation, *Inputs)
+
+
+# ----------------------------------------------------------------------------------------------- normalization
+@op("batch_norm", onnx="BatchNormalization",
+    inputs=[In("X"), In("scale"), In("B"), In("input_mean"), In("input_var")],
+    attrs={"epsilon": 1e-5, "momentum": 0.9}, category="norm", flops=input_numel_flops(2),
+    weight_inputs=(1, 2))
+def batch_norm(X, scale, B, input_mean, input_var, *, epsilon=1e-5, momentum=0.9, training=False):
+    """``momentum`` uses ONNX's convention (running = running*momentum + batch*(1-momentum))."""
+    return F.batch_norm(X, input_mean, input_var, scale, B, training, 1.0 - momentum, epsilon)
+
+
+@op("instance_norm", onnx="InstanceNormalization", inputs=[In("input"), In("scale"), In("B")],
+    attrs={"epsilon": 1e-5}, category="norm", flops=input_numel_flops(5), weight_inputs=(1, 2))
+def instance_norm(input, scale, B, *, epsilon=1e-5):
+    return F.instance_norm(input, None, None, scale, B, True, 0.0, epsilon)
+
+
+@op("layer_norm", onnx="LayerNormalization", inputs=[In("X"), In("Scale"), In("B", optional=True)],
+    attrs={"axis": -1, "epsilon": 1e-5, "stash_type": 1}, category="norm", flops=input_numel_flops(5),
+    weight_inputs=(1, 2), onnx_min_opset=17)
+def layer_norm(X, Scale, B=None, *, axis=-1, epsilon=1e-5, stash_type=1):
+    axis = axis % X.dim()
+    shape = list(X.shape[axis:])
+    if list(Scale.shape) == shape and (B is None or list(B.shape) == shape):
+        return F.layer_norm(X, shape, Scale, B, epsilon)
+    y = F.layer_norm(X, shape, None, None, epsilon) * Scale
+    return y + B if B is not None else y
+
+
+@op("group_norm", onnx="GroupNormalization", inputs=[In("X"), In("scale"), In("bias")],
+    attrs={"epsilon": 1e-5, "num_groups": None, "stash_type": 1}, category="norm",
+    flops=input_numel_flops(5), weight_inputs=(1, 2), onnx_min_opset=21)
+def group_norm(X, scale, bias, *, epsilon=1e-5, num_groups=None, stash_type=1):
+    return F.group_norm(X, num_groups, scale, bias, epsilon)
+
+
+@op("lrn", onnx="LRN", inputs=[In("X")], attrs={"alpha": 1e-4, "beta": 0.75, "bias": 1.0, "size": None},
+    category="norm", flops=input_numel_flops(4))
+def lrn(X, *, alpha=1e-4, beta=0.75, bias=1.0, size=None):
+    return F.local_response_norm(X, size, alpha, beta, bias)
+
+
+@op("softmax", inputs=[In("input")], attrs={"axis": -1}, category="softmax", flops=input_numel_flops(5))
+def softmax(input, *, axis=-1):
+    return torch.softmax(input, axis)
+
+
+@op("log_softmax", onnx="LogSoftmax", inputs=[In("input")], attrs={"axis": -1}, category="softmax",
+    flops=input_numel_flops(5))
+def log_softmax(input, *, axis=-1):
+    return torch.log_softmax(input, axis)
+
+
+@op("dropout", inputs=[In("data")], attrs={"ratio": 0.5}, category="memory")
+def dropout(data, *, ratio=0.5, training=False):
+    return F.dropout(data, ratio, training)
+
+
+# ---------------------------------------------------------------------------------------------------- pooling
+POOL_ATTRS = {"auto_pad": "NOTSET", "ceil_mode": 0, "dilations": None, "kernel_shape": None, "pads": None,
+              "strides": None}
+
+
+@op("max_pool", onnx="MaxPool", inputs=[In("X")], attrs={**POOL_ATTRS, "storage_order": 0}, category="pool",
+    flops=pool_flops)
+def max_pool(X, *, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_shape=None, pads=None, strides=None,
+             storage_order=0):
+    nd = X.dim() - 2
+    k = list(kernel_shape)
+    s, d = _ints(strides, nd, 1), _ints(dilations, nd, 1)
+    p = _spatial_pads(X, k, s, d, pads, auto_pad)
+    if p[:nd] == p[nd:] and all(p[i] * 2 <= (k[i] - 1) * d[i] + 1 for i in range(nd)):
+        return getattr(F, f"max_pool{nd}d")(X, k, s, p[:nd], d, ceil_mode=bool(ceil_mode))
+    X = F.pad(X, _torch_pad(p), value=-math.inf)
+    return getattr(F, f"max_pool{nd}d")(X, k, s, 0, d, ceil_mode=bool(ceil_mode))
+
+
+@op("avg_pool", onnx="AveragePool", inputs=[In("X")], attrs={**POOL_ATTRS, "count_include_pad": 0},
+    category="pool", flops=pool_flops)
+def avg_pool(X, *, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_shape=None, pads=None, strides=None,
+             count_include_pad=0):
+    nd = X.dim() - 2
+    k = list(kernel_shape)
+    s, d = _ints(strides, nd, 1), _ints(dilations, nd, 1)
+    p = _spatial_pads(X, k, s, d, pads, auto_pad)
+    if p[:nd] == p[nd:] and all(p[i] * 2 <= k[i] for i in range(nd)) and all(x == 1 for x in d):
+        return getattr(F, f"avg_pool{nd}d")(X, k, s, p[:nd], bool(ceil_mode), bool(count_include_pad))
+    y = getattr(F, f"avg_pool{nd}d")(F.pad(X, _torch_pad(p)), k, s, 0, bool(ceil_mode), True)
+    if count_include_pad:
+        return y
+    ones = torch.ones((1, 1, *X.shape[2:]), dtype=X.dtype, device=X.device)
+    return y / getattr(F, f"avg_pool{nd}d")(F.pad(ones, _torch_pad(p)), k, s, 0, bool(ceil_mode), True)
+
+
+@op("global_avg_pool", onnx="GlobalAveragePool", inputs=[In("X")], category="pool", flops=input_numel_flops())
+def global_avg_pool(X):
+    return X.mean(dim=list(range(2, X.dim())), keepdim=True)
+
+
+@op("global_max_pool", onnx="GlobalMaxPool", inputs=[In("X")], category="pool", flops=input_numel_flops())
+def global_max_pool(X):
+    return X.amax(dim=list(range(2, X.dim())), keepdim=True)
+
+
+# ------------------------------------------------------------------------------------------------- resampling
+@op("resize", inputs=[In("X"), In("roi", optional=True, static=True), In("scales", optional=True, static=True),
+                      In("sizes", optional=True, static=True)],
+    attrs={"mode": "nearest", "coordinate_transformation_mode": "half_pixel",
+           "nearest_mode": "round_prefer_floor", "cubic_coeff_a": -0.75, "exclude_outside": 0,
+           "extrapolation_value": 0.0, "antialias": 0, "axes": None, "keep_aspect_ratio_policy": "stretch"},
+    category="resize", onnx_min_opset=11)
+def resize(X, roi=None, scales=None, sizes=None, *, mode="nearest", coordinate_transformation_mode="half_pixel",
+           nearest_mode="round_prefer_floor", cubic_coeff_a=-0.75, exclude_outside=0, extrapolation_value=0.0,
+           antialias=0, axes=None, keep_aspect_ratio_policy="stretch"):
+    """Covers the modes frameworks emit; other combinations raise with the mode named."""
+    nd = X.dim() - 2
+    if sizes is not None and len(sizes) > 0:
+        size = [int(v) for v in list(sizes)[-nd:]]
+        sc = None
+    else:
+        size = None
+        sc = [float(v) for v in list(scales)[-nd:]]
+    ctm = coordinate_transformation_mode
+    if mode == "nearest":
+        if ctm == "asymmetric" and nearest_mode == "floor":
+            return F.interpolate(X, size=size, scale_factor=sc, mode="nearest")
+        if ctm in ("half_pixel", "pytorch_half_pixel") and nearest_mode in ("round_prefer_ceil", "round_prefer_floor"):
+            return F.interpolate(X, size=size, scale_factor=sc, mode="nearest-exact")
+    elif mode in ("linear", "cubic"):
+        tmode = {1: "linear", 2: "bilinear", 3: "trilinear"}[nd] if mode == "linear" else "bicubic"
+        if ctm == "align_corners":
+            return F.interpolate(X, size=size, scale_factor=sc, mode=tmode, align_corners=True)
+        if ctm in ("half_pixel", "pytorch_half_pixel"):
+            return F.interpolate(X, size=size, scale_factor=sc, mode=tmode, align_corners=False,
+                                 antialias=bool(antialias))
+    raise NotImplementedError(f"resize mode={mode} coordinate_transformation_mode={ctm} "
+                              f"nearest_mode={nearest_mode} is not supported")
+
+
+@op("depth_to_space", onnx="DepthToSpace", inputs=[In("input")], attrs={"blocksize": None, "mode": "DCR"},
+    category="shape")
+def depth_to_space(input, *, blocksize=None, mode="DCR"):
+    if mode == "CRD":
+        return F.pixel_shuffle(input, blocksize)
+    b, c, h, w = input.shape
+    x = input.reshape(b, blocksize, blocksize, c // (blocksize * blocksize), h, w)
+    x = x.permute(0, 3, 4, 1, 5, 2)
+    return x.reshape(b, c // (blocksize * blocksize), h * blocksize, w * blocksize)
+
+
+@op("space_to_depth", onnx="SpaceToDepth", inputs=[In("input")], attrs={"blocksize": None}, category="shape")
+def space_to_depth(input, *, blocksize=None):
+    b, c, h, w = input.shape
+    x = input.reshape(b, c, h // blocksize, blocksize, w // blocksize, blocksize)
+    x = x.permute(0, 3, 5, 1, 2, 4)
+    return x.reshape(b, c * blocksize * blocksize, h // blocksize, w // blocksize)
+
+
+# --------------------------------------------------------------------------------------------- quantization
+@op("quantize_linear", onnx="QuantizeLinear",
+    inputs=[In("x"), In("y_scale"), In("y_zero_point", optional=True)], attrs={"axis": 1, "saturate": 1,
+                                                                             "block_size": 0},
+    category="quant", onnx_min_opset=13)
+def quantize_linear(x, y_scale, y_zero_point=None, *, axis=1, saturate=1, block_size=0):
+    dt = y_zero_point.dtype if y_zero_point is not None else torch.uint8
+    lo, hi = (-128, 127) if dt == torch.int8 else (0, 255)
+    if y_scale.dim() == 1 and y_scale.numel() > 1:
+        y_scale = _bcast_axis(y_scale, x, axis)
+        y_zero_point = _bcast_axis(y_zero_point, x, axis) if y_zero_point is not None else None
+    zp = y_zero_point.to(torch.int32) if y_zero_point is not None else 0
+    return torch.clamp(torch.round(x / y_scale) + zp, lo, hi).to(dt)
+
+
+@op("dequantize_linear", onnx="DequantizeLinear",
+    inputs=[In("x"), In("x_scale"), In("x_zero_point", optional=True)], attrs={"axis": 1, "block_size": 0},
+    category="quant", onnx_min_opset=13)
+def dequantize_linear(x, x_scale, x_zero_point=None, *, axis=1, block_size=0):
+    if x_scale.dim() == 1 and x_scale.numel() > 1:
+        x_scale = _bcast_axis(x_scale, x, axis)
+        x_zero_point = _bcast_axis(x_zero_point, x, axis) if x_zero_point is not None else None
+    zp = x_zero_point.to(torch.float32) if x_zero_point is not None else 0.0
+    return ((x.to(torch.float32) - zp) * x_scale).to(x_scale.dtype)

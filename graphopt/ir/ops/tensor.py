@@ -1,0 +1,212 @@
+"""Data-movement and shape ops (ONNX opset-18 forms; shape-like operands are ``static`` inputs)."""
+
+import torch
+import torch.nn.functional as F
+
+from ..registry import In, op
+from ._rt import _torch_pad
+
+
+def _as_list(v):
+    if isinstance(v, torch.Tensor):
+        return [int(x) for x in v.reshape(-1).tolist()]
+    if isinstance(v, int | float):
+        return [int(v)]
+    return [int(x) for x in v]
+
+
+@op("reshape", inputs=[In("data"), In("shape", static=True)], attrs={"allowzero": 0}, category="shape",
+    value_prop=True)
+def reshape(data, shape, *, allowzero=0):
+    shape = _as_list(shape)
+    if not allowzero:
+        shape = [data.shape[i] if s == 0 else s for i, s in enumerate(shape)]
+    return data.reshape(shape)
+
+
+@op("flatten", inputs=[In("input")], attrs={"axis": 1}, category="shape", value_prop=True)
+def flatten(input, *, axis=1):
+    axis = axis % max(input.dim(), 1) if axis != input.dim() else axis
+    lead = 1
+    for d in input.shape[:axis]:
+        lead *= d
+    return input.reshape(lead, -1) if input.numel() or lead else input.reshape(lead, 0)
+
+
+@op("transpose", inputs=[In("data")], attrs={"perm": None}, category="memory", value_prop=True)
+def transpose(data, *, perm=None):
+    if perm is None:
+        perm = list(reversed(range(data.dim())))
+    return data.permute(*perm)
+
+
+@op("concat", inputs=[In("inputs", variadic=True)], attrs={"axis": None}, category="memory", value_prop=True)
+def concat(*inputs, axis=None):
+    return torch.cat(inputs, axis)
+
+
+def _split_outputs(attrs):
+    return int(attrs.get("num_outputs") or 1)
+
+
+@op("split", inputs=[In("input"), In("split", optional=True, static=True)], attrs={"axis": 0, "num_outputs": None},
+    outputs=_split_outputs, category="memory", onnx_min_opset=13)
+def split(input, split=None, *, axis=0, num_outputs=None):
+    if split is not None and len(_as_list(split)) > 0:
+        return tuple(torch.split(input, _as_list(split), axis))
+    n = input.shape[axis]
+    chunk = -(-n // num_outputs)
+    return tuple(torch.split(input, chunk, axis))
+
+
+@op("slice", inputs=[In("data"), In("starts", static=True), In("ends", static=True),
+                     In("axes", optional=True, static=True), In("steps", optional=True, static=True)],
+    category="memory", value_prop=True, onnx_min_opset=10)
+def slice_(data, starts, ends, axes=None, steps=None):
+    starts, ends = _as_list(starts), _as_list(ends)
+    axes = list(range(len(starts))) if axes is None else _as_list(axes)
+    steps = [1] * len(starts) if steps is None else _as_list(steps)
+    idx = [slice(None)] * data.dim()
+    flips = []
+    for s, e, a, st in zip(starts, ends, axes, steps, strict=True):
+        a = a % data.dim()
+        n = data.shape[a]
+        if st > 0:
+            s = max(0, min(n, s + n if s < 0 else s))
+            e = max(0, min(n, e + n if e < 0 else e))
+            idx[a] = slice(s, max(s, e), st)
+        else:
+            s = max(-1, min(n - 1, s + n if s < 0 else s))
+            e = max(-1, min(n - 1, e + n if e < 0 else e))
+            flips.append((a, torch.arange(s, e, st) if s > e else torch.arange(0)))
+    out = data[tuple(idx)]
+    for a, index in flips:
+        out = torch.index_select(out, a, index.to(out.device))
+    return out
+
+
+
+@op("gather", inputs=[In("data"), In("indices")], attrs={"axis": 0}, category="memory", value_prop=True)
+def gather(data, indices, *, axis=0):
+    axis = axis % data.dim()
+    n = data.shape[axis]
+    idx = torch.where(indices < 0, indices + n, indices).to(torch.int64)
+    out = torch.index_select(data, axis, idx.reshape(-1))
+    return out.reshape(list(data.shape[:axis]) + list(indices.shape) + list(data.shape[axis + 1:]))
+
+
+@op("gather_elements", onnx="GatherElements", inputs=[In("data"), In("indices")], attrs={"axis": 0},
+    category="memory")
+def gather_elements(data, indices, *, axis=0):
+    n = data.shape[axis]
+    return torch.gather(data, axis, torch.where(indices < 0, indices + n, indices).to(torch.int64))
+
+
+@op("scatter_elements", onnx="ScatterElements", inputs=[In("data"), In("indices"), In("updates")],
+    attrs={"axis": 0, "reduction": "none"}, category="memory", onnx_min_opset=11)
+def scatter_elements(data, indices, updates, *, axis=0, reduction="none"):
+    n = data.shape[axis]
+    idx = torch.where(indices < 0, indices + n, indices).to(torch.int64)
+    if reduction == "none":
+        return torch.scatter(data, axis, idx, updates)
+    return torch.scatter_reduce(data, axis, idx, updates, {"add": "sum", "mul": "prod"}.get(reduction, reduction))
+
+
+@op("squeeze", inputs=[In("data"), In("axes", optional=True, static=True)], category="shape", value_prop=True,
+    onnx_min_opset=13)
+def squeeze(data, axes=None):
+    if axes is None or len(_as_list(axes)) == 0:
+        return data.squeeze()
+    dims = sorted((a % data.dim() for a in _as_list(axes)), reverse=True)
+    for d in dims:
+        data = data.squeeze(d)
+    return data
+
+
+@op("unsqueeze", inputs=[In("data"), In("axes", static=True)], category="shape", value_prop=True,
+    onnx_min_opset=13)
+def unsqueeze(data, axes):
+    axes = _as_list(axes)
+    rank = data.dim() + len(axes)
+    for a in sorted(x % rank for x in axes):
+        data = data.unsqueeze(a)
+    return data
+
+
+@op("expand", inputs=[In("input"), In("shape", static=True)], category="memory", value_prop=True)
+def expand(input, shape):
+    return input.expand(torch.broadcast_shapes(tuple(input.shape), tuple(_as_list(shape))))
+
+
+@op("tile", inputs=[In("input"), In("repeats", static=True)], category="memory", value_prop=True)
+def tile(input, repeats):
+    return input.repeat(_as_list(repeats))
+
+
+@op("shape", inputs=[In("data")], attrs={"start": 0, "end": None}, category="shape")
+def shape(data, *, start=0, end=None):
+    dims = list(data.shape)
+    return torch.tensor(dims[start:end] if end is not None else dims[start:], dtype=torch.int64)
+
+
+@op("size", inputs=[In("data")], category="shape")
+def size(data):
+    return torch.tensor(data.numel(), dtype=torch.int64)
+
+
+@op("constant_of_shape", onnx="ConstantOfShape", inputs=[In("input", static=True)], attrs={"value": None},
+    category="memory", onnx_min_opset=9)
+def constant_of_shape(input, *, value=None):
+    """``value`` is a one-element array (dtype included); default float32 zero as in ONNX."""
+    shp = _as_list(input)
+    if value is None:
+        return torch.zeros(shp, dtype=torch.float32)
+    v = torch.as_tensor(value).reshape(-1)
+    return torch.full(shp, v[0].item(), dtype=v.dtype)
+
+
+@op("range", inputs=[In("start", static=True), In("limit", static=True), In("delta", static=True)],
+    category="memory", value_prop=True, onnx_min_opset=11)
+def range_(start, limit, delta):
+    vals = [start, limit, delta]
+    vals = [v.item() if isinstance(v, torch.Tensor) else (v[0] if isinstance(v, list) else v) for v in vals]
+    return torch.arange(vals[0], vals[1], vals[2])
+
+
+@op("pad", inputs=[In("data"), In("pads", static=True), In("constant_value", optional=True, static=True),
+                   In("axes", optional=True, static=True)], attrs={"mode": "constant"}, category="memory",
+    onnx_min_opset=11)
+def pad(data, pads, constant_value=None, axes=None, *, mode="constant"):
+    pads = _as_list(pads)
+    if axes is not None and len(_as_list(axes)) > 0:
+        ax = [a % data.dim() for a in _as_list(axes)]
+        full = [0] * (2 * data.dim())
+        for i, a in enumerate(ax):
+            full[a], full[a + data.dim()] = pads[i], pads[i + len(ax)]
+        pads = full
+    tp = _torch_pad(pads)
+    while len(tp) > 2 and tp[-1] == 0 and tp[-2] == 0:
+        tp = tp[:-2]
+    if mode == "constant":
+        cv = 0.0 if constant_value is None else (constant_value[0] if isinstance(constant_value, list)
+                                                 else constant_value)
+        return F.pad(data, tp, value=float(cv) if cv is not None else 0.0)
+    return F.pad(data, tp, mode={"reflect": "reflect", "edge": "replicate", "wrap": "circular"}[mode])
+
+
+@op("one_hot", onnx="OneHot", inputs=[In("indices"), In("depth", static=True), In("values")], attrs={"axis": -1},
+    category="memory", onnx_min_opset=11)
+def one_hot(indices, depth, values, *, axis=-1):
+    d = int(depth[0] if isinstance(depth, list) else depth)
+    idx = torch.where(indices < 0, indices + d, indices).to(torch.int64)
+    oh = F.one_hot(idx, d)
+    if axis != -1 and axis != indices.dim():
+        oh = oh.movedim(-1, axis)
+    return torch.where(oh.bool(), values[1], values[0])
+
+
+@op("trilu", inputs=[In("input"), In("k", optional=True, static=True)], attrs={"upper": 1}, category="memory",
+    onnx_min_opset=14)
+def trilu(input, k=None, *, upper=1):
+    kk = 0 if k is None else int(k[0] if isinstance(k, list) else k)
+    return torch.triu(input, kk) if upper else torch.tril(input, kk)
