@@ -1,0 +1,1 @@
+"""CLI sub-commands, one module each; ``graphopt.cli`` registers them (``register(app)``)."""

@@ -1,0 +1,156 @@
+"""Clean-up passes: dead-code elimination, common-subexpression elimination, canonicalization."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from graphopt.ir.graph import Graph, Node
+from graphopt.ir.registry import get_op
+from graphopt.pass_api import graph_pass
+from graphopt.rewrite import erase_dead
+
+
+@graph_pass("dce", "Remove nodes and constants whose results are never used")
+def dce(graph: Graph) -> dict[str, int]:
+    live: set[int] = {id(v) for v in graph.outputs}
+    dead: list[Node] = []
+    for n in reversed(graph.nodes):
+        if any(id(o) in live for o in n.outputs):
+            live.update(id(v) for v in n.inputs if v is not None)
+        else:
+            dead.append(n)
+    for n in dead:  # reversed topological order: consumers first
+        for i in range(len(n.inputs)):
+            n.set_input(i, None)
+        for o in n.outputs:
+            o.uses.clear()
+        graph.erase_node(n)
+    consts = graph.remove_unused_constants()
+    return {"nodes": len(dead), "constants": consts}
+
+
+def _attr_key(v) -> object:
+    if isinstance(v, np.ndarray):
+        return ("nd", v.dtype.str, v.shape, v.tobytes())
+    if isinstance(v, list | tuple):
+        return tuple(_attr_key(x) for x in v)
+    return v
+
+
+@graph_pass("cse", "Merge identical nodes and identical small constants")
+def cse(graph: Graph) -> dict[str, int]:
+    merged_consts = 0
+    seen_c: dict[tuple, object] = {}
+    for v in list(graph.constants.values()):
+        if v.kind != "const" or v.const is None or v.const.size > 4096:
+            continue
+        key = (v.const.dtype.str, v.const.shape, v.const.tobytes())
+        if key in seen_c:
+            graph.replace_all_uses(v, seen_c[key])  # type: ignore[arg-type]
+            merged_consts += 1
+        else:
+            seen_c[key] = v
+    graph.remove_unused_constants()
+    merged = 0
+    seen: dict[tuple, Node] = {}
+    for n in graph.nodes:
+        if "training" in get_op(n.op).fn.__code__.co_varnames:  # dropout/BN: stateful in training
+            continue
+        key = (n.op, tuple(id(v) if v is not None else None for v in n.inputs),
+               tuple(sorted((k, _attr_key(a)) for k, a in n.attrs.items())), len(n.outputs))
+        prev = seen.get(key)
+        if prev is None:
+            seen[key] = n
+            continue
+        for o, po in zip(n.outputs, prev.outputs, strict=True):
+            graph.replace_all_uses(o, po)
+        graph.erase_node(n)
+        merged += 1
+    return {"nodes": merged, "constants": merged_consts}
+
+
+def _same_type(a, b) -> bool:
+    return a is not None and b is not None and a == b
+
+
+def _forward(graph: Graph, n: Node, src) -> bool:
+    """Replace ``n``'s single output by ``src`` if types agree exactly; erase ``n``."""
+    if not _same_type(n.outputs[0].type, src.type):
+        return False
+    if any(src is o for o in graph.outputs) and any(n.outputs[0] is o for o in graph.outputs):
+        return False
+    graph.replace_all_uses(n.outputs[0], src)
+    erase_dead(graph, [n])
+    return True
+
+
+def _const_scalar(v, value: float) -> bool:
+    return v is not None and v.const is not None and v.const.size == 1 and float(v.const.reshape(-1)[0]) == value
+
+
+@graph_pass("canonicalize", "Remove no-ops (identity, zero dropout, same-shape reshape/cast/expand, x*1, x+0) "
+                            "and fold transpose/reshape chains")
+def canonicalize(graph: Graph) -> dict[str, int]:
+    c = {"noop": 0, "transpose-chain": 0, "reshape-chain": 0}
+    for n in graph.nodes:
+        if n.graph is not graph or not n.outputs:
+            continue
+        x = n.inputs[0] if n.inputs else None
+        if x is None:
+            continue
+        op = n.op
+        if op == "identity" or (op == "dropout" and float(n.attrs.get("ratio", 0.5)) == 0.0) or \
+                op in ("reshape", "cast", "expand", "squeeze", "unsqueeze", "flatten", "transpose", "slice",
+                       "pad", "tile") and _same_type(n.outputs[0].type, x.type) and _is_noop_movement(n) or \
+                op == "concat" and len(n.inputs) == 1 or \
+                op == "mul" and (_const_scalar(n.inputs[1], 1.0)) or \
+                op in ("add", "sub") and _const_scalar(n.inputs[1], 0.0) or \
+                op == "div" and _const_scalar(n.inputs[1], 1.0):
+            if _forward(graph, n, x):
+                c["noop"] += 1
+            continue
+        if op == "transpose" and x.producer is not None and x.producer.op == "transpose":
+            inner = x.producer
+            rank = len(n.outputs[0].type.shape) if n.outputs[0].type and n.outputs[0].type.shape else None
+            if rank is None:
+                continue
+            p1 = inner.attrs.get("perm") or list(reversed(range(rank)))
+            p2 = n.attrs.get("perm") or list(reversed(range(rank)))
+            composed = [p1[i] for i in p2]
+            with graph.inserting_before(n):
+                if composed == list(range(rank)):
+                    new = inner.inputs[0]
+                else:
+                    new = graph.create_node("transpose", [inner.inputs[0]], {"perm": composed},
+                                            name=n.name).output
+            graph.replace_all_uses(n.outputs[0], new)
+            erase_dead(graph, [n, inner])
+            c["transpose-chain"] += 1
+        elif op == "reshape" and x.producer is not None and x.producer.op in ("reshape", "flatten", "squeeze",
+                                                                             "unsqueeze") \
+                and n.outputs[0].type is not None and n.outputs[0].type.is_static:
+            inner = x.producer
+            target = graph.add_const(f"{n.name}_shape", np.asarray(n.outputs[0].type.shape, dtype=np.int64))
+            with graph.inserting_before(n):
+                new = graph.create_node("reshape", [inner.inputs[0], target], name=n.name).output
+            graph.replace_all_uses(n.outputs[0], new)
+            erase_dead(graph, [n, inner])
+            c["reshape-chain"] += 1
+    graph.remove_unused_constants()
+    return c
+
+
+def _is_noop_movement(n: Node) -> bool:
+    if n.op == "transpose":
+        perm = n.attrs.get("perm")
+        return perm is not None and list(perm) == list(range(len(perm)))
+    if n.op in ("slice", "pad", "tile"):
+        # same type means same shape; for slice that implies full range only with positive steps
+        if n.op == "slice":
+            steps = n.inputs[4] if len(n.inputs) > 4 else None
+            return steps is None or (steps.const is not None and bool(np.all(steps.const > 0)))
+        if n.op == "pad":
+            pads = n.inputs[1]
+            return pads is not None and pads.const is not None and not np.any(pads.const)
+        return True
+    return True
