@@ -161,7 +161,7 @@ def unsupported_message(op_type: str, node: str | None = None, domain: str = "")
     dom = f" in domain {domain!r}" if domain else ""
     return (f"unsupported op {op_type!r}{dom}{where}: graphopt has no registry rule for it. Register one with "
             f"@graphopt.ir.registry.op({_snake(op_type)!r}, onnx={op_type!r}, inputs=[...]) on a PyTorch "
-            f"function that implements it (see docs/ops.md), then import that module before loading the model.")
+            f"function that implements it (see docs/ir.md), then import that module before loading the model.")
 
 
 def has_op(name: str) -> bool:
