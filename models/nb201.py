@@ -1,0 +1,210 @@
+"""NAS-Bench-201 cell network (Dong & Yang 2020) built from an architecture string.
+
+Macro skeleton (the NB201 "infer" network): stem conv3x3(3 -> C) + BN; three stages of ``N`` cells with C, 2C
+and 4C channels, separated by residual reduction blocks (ReLU-Conv3x3/2-BN, ReLU-Conv3x3-BN, shortcut
+AvgPool2x2/2 + Conv1x1, C -> 2C); last act BN + ReLU; global average pool; linear classifier.
+
+Cell: 4 nodes; node 0 is the cell input and node j (1..3) is the sum of ``op(node_i)`` over the edges i -> j.
+Ops (``OPS``, NB201 order): ``none`` (zeros, as ``x * 0`` so it still exports), ``skip_connect`` (identity),
+``nor_conv_1x1`` / ``nor_conv_3x3`` (ReLU -> Conv (no bias) -> BN), ``avg_pool_3x3`` (stride 1, pad 1,
+count_include_pad=False).
+
+Encodings: ``arch_str`` ``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|``; ``naslib_tuple`` = op ids on edges
+(e01, e02, e03, e12, e13, e23) with 0=skip_connect, 1=none, 2=nor_conv_3x3, 3=nor_conv_1x1, 4=avg_pool_3x3
+(the convention of /work/shared/data/nas/README.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "EDGE_ORDER",
+    "NASLIB_OPS",
+    "OPS",
+    "NB201Cell",
+    "NB201Net",
+    "ResidualReduction",
+    "arch_to_tuple",
+    "nb201",
+    "parse_arch",
+    "tuple_to_arch",
+]
+
+OPS: list[str] = ["none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"]
+"""The five NB201 candidate operations in NB201's own order."""
+
+NASLIB_OPS: list[str] = ["skip_connect", "none", "nor_conv_3x3", "nor_conv_1x1", "avg_pool_3x3"]
+"""Op id -> name for the ``naslib_tuple`` encoding."""
+
+EDGE_ORDER: list[tuple[int, int]] = [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]
+"""(from_node, to_node) of each position in the ``naslib_tuple``."""
+
+
+def parse_arch(arch_str: str) -> list[tuple[int, int, str]]:
+    """Parse an NB201 string into ``[(to_node, from_node, op), ...]`` (6 edges, by to_node then from_node)."""
+    s = arch_str.strip()
+    nodes = s.split("+")
+    if len(nodes) != 3:
+        raise ValueError(f"parse_arch: {arch_str!r} must have 3 '+'-separated nodes, got {len(nodes)}")
+    edges: list[tuple[int, int, str]] = []
+    for to_node, part in enumerate(nodes, start=1):
+        if not (part.startswith("|") and part.endswith("|")):
+            raise ValueError(f"parse_arch: node {to_node} part {part!r} of {arch_str!r} must be '|op~i|...'")
+        items = [t for t in part.split("|") if t]
+        if len(items) != to_node:
+            raise ValueError(
+                f"parse_arch: node {to_node} of {arch_str!r} needs {to_node} inputs, got {items}"
+            )
+        for k, item in enumerate(items):
+            op, sep, src = item.partition("~")
+            if not sep or not src.isdigit() or int(src) != k:
+                raise ValueError(f"parse_arch: bad edge {item!r} in {arch_str!r} (expected '<op>~{k}')")
+            if op not in OPS:
+                raise ValueError(f"parse_arch: unknown op {op!r} in {arch_str!r}; valid ops: {OPS}")
+            edges.append((to_node, int(src), op))
+    return edges
+
+
+def arch_to_tuple(arch_str: str) -> tuple[int, ...]:
+    """NB201 string -> ``naslib_tuple`` (e01, e02, e03, e12, e13, e23)."""
+    by_edge = {(src, dst): op for dst, src, op in parse_arch(arch_str)}
+    return tuple(NASLIB_OPS.index(by_edge[e]) for e in EDGE_ORDER)
+
+
+def tuple_to_arch(t: Sequence[int]) -> str:
+    """``naslib_tuple`` -> NB201 string (inverse of :func:`arch_to_tuple`)."""
+    t = tuple(int(v) for v in t)
+    if len(t) != 6 or any(v < 0 or v >= len(NASLIB_OPS) for v in t):
+        raise ValueError(f"tuple_to_arch: {t} must be 6 op ids in 0..4 (order e01,e02,e03,e12,e13,e23)")
+    ops = {e: NASLIB_OPS[v] for e, v in zip(EDGE_ORDER, t, strict=True)}
+    parts = ["|" + "|".join(f"{ops[(i, j)]}~{i}" for i in range(j)) + "|" for j in range(1, 4)]
+    return "+".join(parts)
+
+
+class ReLUConvBN(nn.Sequential):
+    """NB201 'nor_conv': ReLU -> Conv2d (no bias) -> BatchNorm."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, padding: int) -> None:
+        super().__init__(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, bias=False),
+            nn.BatchNorm2d(cout),
+        )
+
+
+class Zero(nn.Module):
+    """The 'none' op: zeros of the input's shape, written as ``x * 0`` so it stays in the exported graph."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 0.0
+
+
+class AvgPool3x3(nn.Module):
+    """3x3 average pool, stride 1, pad 1, excluding padding from the count (NB201)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
+
+
+def make_op(name: str, channels: int) -> nn.Module:
+    """Instantiate one NB201 op on ``channels`` channels (stride 1)."""
+    if name == "none":
+        return Zero()
+    if name == "skip_connect":
+        return nn.Identity()
+    if name == "nor_conv_1x1":
+        return ReLUConvBN(channels, channels, 1, 1, 0)
+    if name == "nor_conv_3x3":
+        return ReLUConvBN(channels, channels, 3, 1, 1)
+    if name == "avg_pool_3x3":
+        return AvgPool3x3()
+    raise ValueError(f"make_op: unknown op {name!r}; valid ops: {OPS}")
+
+
+class NB201Cell(nn.Module):
+    """One NB201 cell; ``edges`` is a ModuleDict keyed ``"e{from}{to}"`` (e.g. ``"e01"``, as in the tuple)."""
+
+    def __init__(self, arch: list[tuple[int, int, str]], channels: int) -> None:
+        super().__init__()
+        self.arch = list(arch)
+        self.edges = nn.ModuleDict({f"e{src}{dst}": make_op(op, channels) for dst, src, op in self.arch})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        nodes = [x]
+        for j in range(1, 4):
+            acc = None
+            for dst, src, _ in self.arch:
+                if dst == j:
+                    out = self.edges[f"e{src}{dst}"](nodes[src])
+                    acc = out if acc is None else acc + out
+            nodes.append(acc)
+        return nodes[-1]
+
+
+class ResidualReduction(nn.Module):
+    """NB201 residual block between stages: C -> 2C, stride 2, AvgPool + 1x1 conv shortcut."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.conv_a = ReLUConvBN(cin, cout, 3, 2, 1)
+        self.conv_b = ReLUConvBN(cout, cout, 3, 1, 1)
+        self.downsample = nn.Sequential(
+            nn.AvgPool2d(2, stride=2, padding=0), nn.Conv2d(cin, cout, 1, stride=1, padding=0, bias=False)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.downsample(x) + self.conv_b(self.conv_a(x))
+
+
+class NB201Net(nn.Module):
+    """The NB201 network for one architecture (see module docstring)."""
+
+    def __init__(
+        self,
+        arch_str: str = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|"
+        "+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|",
+        C: int = 16,
+        N: int = 5,
+        num_classes: int = 10,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.arch_str = arch_str
+        arch = parse_arch(arch_str)
+        self.stem = nn.Sequential(nn.Conv2d(3, C, 3, padding=1, bias=False), nn.BatchNorm2d(C))
+        cells: list[nn.Module] = []
+        c_prev = C
+        for stage, mult in enumerate((1, 2, 4)):
+            c = C * mult
+            if stage > 0:
+                cells.append(ResidualReduction(c_prev, c))
+            cells += [NB201Cell(arch, c) for _ in range(N)]
+            c_prev = c
+        self.cells = nn.ModuleList(cells)
+        self.lastact = nn.Sequential(nn.BatchNorm2d(c_prev), nn.ReLU(inplace=False))
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(c_prev, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for cell in self.cells:
+            x = cell(x)
+        x = torch.flatten(F.adaptive_avg_pool2d(self.lastact(x), 1), 1)
+        return self.classifier(self.dropout(x))
+
+
+def nb201(
+    arch_str: str = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|"
+    "+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|",
+    C: int = 16,
+    N: int = 5,
+    num_classes: int = 10,
+    dropout: float = 0.0,
+) -> NB201Net:
+    """NB201 network for ``arch_str`` (default: NB201 index 1 of the shared CSV)."""
+    return NB201Net(arch_str, C, N, num_classes, dropout)
