@@ -1,0 +1,77 @@
+"""Pieces shared by all CLI commands: argument types, error handling, model loading."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+console = Console(stderr=True)
+out = Console()
+
+ModelArg = Annotated[Path, typer.Argument(help="Model file: .onnx, .pt2 (torch.export.save), .json (graphopt IR) "
+                                               "or .pt (graphopt bundle).", show_default=False)]
+InputShape = Annotated[list[str] | None, typer.Option(
+    "--input-shape", "-s", help="Bind input shapes: NAME=d0,d1,... (repeat per input) or just d0,d1,... for a "
+                                "single-input model. Needed where dims are symbolic and a static shape is "
+                                "wanted.")]
+
+
+def user_errors(fn):
+    """Turn user-input errors into one line on stderr and exit code 2 (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from ..errors import USER_ERRORS
+        from ..pass_api import PassError
+
+        try:
+            return fn(*args, **kwargs)
+        except (*USER_ERRORS, PassError) as e:
+            console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def parse_input_shapes(specs: list[str] | None, graph_inputs: list[str] | None = None) -> dict[str, list]:
+    """``["x=1,3,32,32"]`` → ``{"x": [1, 3, 32, 32]}``; a bare ``1,3,32,32`` names the only input."""
+    from ..errors import GraphoptError
+
+    shapes: dict[str, list] = {}
+    for s in specs or []:
+        name, sep, dims = s.rpartition("=")
+        if not sep:
+            if not graph_inputs or len(graph_inputs) != 1:
+                raise GraphoptError(f"--input-shape {s!r}: name the input (NAME=d0,d1,...); the model's inputs are "
+                                    f"{', '.join(graph_inputs or []) or 'unknown'}")
+            name = graph_inputs[0]
+        try:
+            shapes[name] = [int(d) if d.strip().lstrip("-").isdigit() else d.strip() for d in dims.split(",")]
+        except ValueError as e:
+            raise GraphoptError(f"--input-shape {s!r}: dims must be integers or symbol names") from e
+        if any(isinstance(d, int) and d < 0 for d in shapes[name]):
+            raise GraphoptError(f"--input-shape {s!r}: negative dimension")
+    return shapes
+
+
+def load_for_cli(model: Path, input_shape: list[str] | None = None, trust_pickle: bool = False):
+    from ..ir.infer import set_input_shapes
+    from ..modelio import load_model
+
+    g = load_model(model, trust=trust_pickle)
+    if input_shape:
+        set_input_shapes(g, parse_input_shapes(input_shape, [v.name for v in g.inputs]))
+    return g
+
+
+def _fmt_int(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.2f}{unit}"
+    return str(n)

@@ -1,0 +1,111 @@
+"""``graphopt optimize``: the main job — give a model, get better models (AutoGO)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .common import ModelArg, console, load_for_cli, out, user_errors
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    @user_errors
+    def optimize(
+        model: ModelArg,
+        output: Annotated[Path, typer.Option("-o", "--output", help="Output folder: best.onnx, best.pt, best.py, "
+                                                                    "pareto.json, report.html.")] = Path("out"),
+        data: Annotated[str, typer.Option(help="cifar10 (from $GRAPHOPT_DATA_DIR or ../shared/data), "
+                                               "cifar10-demo (bundled subset), an ImageFolder dir or an .npz "
+                                               "with x/y.")] = "cifar10-demo",
+        objective: Annotated[str, typer.Option(help="accuracy,flops or accuracy,latency (onnxruntime, 1 "
+                                                    "thread).")] = "accuracy,flops",
+        budget: Annotated[str, typer.Option(help="Wall-clock budget for the search, e.g. 90s, 20m, 2h.")] = "5m",
+        ranker: Annotated[str, typer.Option(help="train (short fine-tune, val accuracy), tse (training-speed "
+                                                 "estimate) or psc (PSC predictor, no training).")] = "train",
+        iterations: Annotated[int, typer.Option(help="Evolution iterations.")] = 5,
+        parents: Annotated[int, typer.Option(help="Parents per iteration (grid-sampled from the front).")] = 4,
+        mutants: Annotated[int, typer.Option(help="Mutants per parent.")] = 2,
+        cost_window: Annotated[float, typer.Option(help="Keep mutants with cost ≤ this × the original's.")] = 1.10,
+        score_steps: Annotated[int, typer.Option(help="SGD steps of the short fine-tune that scores a "
+                                                      "candidate.")] = 40,
+        final_k: Annotated[int, typer.Option(help="Pareto candidates retrained at the end.")] = 3,
+        final_epochs: Annotated[int, typer.Option(help="Epochs of the identical final recipe.")] = 2,
+        train_size: Annotated[int | None, typer.Option(help="Use only this many training images.")] = None,
+        segments: Annotated[Path | None, typer.Option(help="Segment database (default: the shipped one).")] = None,
+        seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+        resume: Annotated[str | None, typer.Option(help="Resume a run: its id or folder under graphopt-runs/.")]
+        = None,
+        input_shape: Annotated[list[str] | None, typer.Option("--input-shape", "-s",
+                                                              help="NAME=d0,d1,... for symbolic dims.")] = None,
+    ) -> None:
+        """Optimize a model with AutoGO: mutate segments, keep the accuracy/cost Pareto front, retrain the best.
+
+        Every scored candidate is committed to graphopt-runs/RUN/runs.sqlite at once; Ctrl-C or a kill leaves a
+        run that --resume RUN continues without re-scoring anything.
+        """
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from ..errors import GraphoptError
+        from ..eval.store import new_run_id
+        from ..search.autogo import OptimizeConfig, parse_budget
+        from ..search.autogo import optimize as run_optimize
+
+        parts = [p.strip() for p in objective.split(",")]
+        if len(parts) != 2 or parts[0] != "accuracy":
+            raise GraphoptError(f"--objective {objective!r}: write accuracy,flops or accuracy,latency")
+        run_dir = _run_dir(resume)
+        cfg = OptimizeConfig(data=data, objective=parts[1], ranker=ranker, budget_seconds=parse_budget(budget),
+                             iterations=iterations, parents_per_iter=parents, mutants_per_parent=mutants,
+                             cost_window=(0.0, cost_window), score_steps=score_steps, final_k=final_k,
+                             final_epochs=final_epochs, train_size=train_size, seed=seed,
+                             segments_db=str(segments) if segments else None)
+        if resume:
+            cfg_file = run_dir / "config.json"
+            if cfg_file.exists():
+                saved = json.loads(cfg_file.read_text())
+                saved["cost_window"] = tuple(saved["cost_window"])
+                cfg = OptimizeConfig(**saved)  # the run's own settings win, so resumed work stays comparable
+        else:
+            run_dir = Path("graphopt-runs") / new_run_id()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(cfg.to_json()))
+        g = load_for_cli(model, input_shape)
+        console.print(f"run {run_dir} (resume with --resume {run_dir.name})")
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
+                      TimeElapsedColumn(), console=console, transient=False) as prog:
+            task = prog.add_task("search", total=cfg.iterations, info="scoring the original model")
+
+            def progress(ev: dict) -> None:
+                front = ev.get("front", [])
+                best = max((s for s, _ in front), default=float("nan"))
+                prog.update(task, completed=ev["iteration"], info=f"{ev['scored']} scored, front {len(front)}, "
+                                                                   f"best score {best:.4f}")
+
+            try:
+                res = run_optimize(g, output, cfg, run_dir=run_dir, progress=progress,
+                                   log=lambda s: prog.console.print(s))
+            except KeyboardInterrupt:
+                console.print(f"interrupted; finished candidates are saved. Continue with --resume {run_dir.name}")
+                raise typer.Exit(130) from None
+            prog.update(task, completed=cfg.iterations)
+        for k, v in res["summary"].items():
+            out.print(f"{k}: {v}")
+        for f in res["files"]:
+            out.print(f"wrote {f}")
+
+
+def _run_dir(resume: str | None) -> Path:
+    from ..errors import GraphoptError
+
+    if resume is None:
+        return Path("graphopt-runs")
+    p = Path(resume)
+    if not p.exists():
+        p = Path("graphopt-runs") / resume
+    if not p.exists():
+        raise GraphoptError(f"--resume {resume}: no run folder {resume} or graphopt-runs/{resume}")
+    return p
