@@ -1,0 +1,74 @@
+"""The CLI as a user runs it: exit codes, one-line errors, nothing written on failure."""
+
+import json
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from graphopt.cli import app
+from graphopt.ir import save
+
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from test_ir_core import conv_bn_relu_graph  # noqa: E402
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def ir_file(tmp_path):
+    return save(conv_bn_relu_graph(), tmp_path / "m.json")
+
+
+def test_inspect_json_summary(ir_file):
+    res = runner.invoke(app, ["inspect", str(ir_file), "--json", "-s", "x=2,3,8,8", "--nodes"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["ops"] == {"conv": 1, "batch_norm": 1, "relu": 1, "shape": 1, "concat": 1, "reshape": 1}
+    assert doc["params"] == 8 * 27 + 8 + 16
+    assert doc["outputs"] == {"flat": "float32[2,128]"}
+    assert doc["node_table"][0]["flops"] == 2 * (2 * 8 * 16) * 27 + 2 * 8 * 16
+
+
+def test_convert_round_trips_and_verifies(ir_file, tmp_path):
+    for suffix in (".py", ".pt", ".json"):
+        out = tmp_path / f"out{suffix}"
+        res = runner.invoke(app, ["convert", str(ir_file), "-o", str(out)])
+        assert res.exit_code == 0, res.output
+        assert "verify: OK" in res.output
+        assert out.exists()
+
+
+def test_bad_inputs_exit_2_with_one_line_and_write_nothing(tmp_path, ir_file):
+    out = tmp_path / "o.json"
+    bad = tmp_path / "bad.json"
+    bad.write_text(ir_file.read_text()[:100])
+    for args in (["convert", str(bad), "-o", str(out)],
+                 ["convert", str(tmp_path / "missing.onnx"), "-o", str(out)],
+                 ["inspect", str(ir_file), "-s", "x=1,2"],
+                 ["convert", str(ir_file), "-o", str(tmp_path / "o.txt")],
+                 ["transform", str(ir_file), "-P", "dce,nope", "-o", str(out)]):
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2, (args, res.output)
+        assert res.output.strip().startswith("error:"), res.output
+        assert "Traceback" not in res.output
+    assert not out.exists()
+
+
+def test_transform_runs_user_pipeline(ir_file, tmp_path):
+    out = tmp_path / "t.json"
+    res = runner.invoke(app, ["transform", str(ir_file), "-P", "specialize-shapes[batch=2],(canonicalize,"
+                              "fold-constants,cse,dce)*,fuse-conv-bn", "-o", str(out), "--print-after",
+                              "fuse-conv-bn"])
+    assert res.exit_code == 0, res.output
+    assert "graph after fuse-conv-bn" in res.output
+    from graphopt.ir import load
+
+    assert [n.op for n in load(out).nodes] == ["conv", "relu", "reshape"]
+
+
+def test_help_teaches():
+    res = runner.invoke(app, ["--help"])
+    assert res.exit_code == 0
+    for cmd in ("inspect", "convert", "passes", "transform", "optimize"):
+        assert cmd in res.output
