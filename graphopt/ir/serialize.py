@@ -143,7 +143,7 @@ def graph_from_json(doc: dict[str, Any], arrays: dict[str, np.ndarray], source: 
         g.set_outputs([env[name] for name in doc["outputs"]])
     except IRFormatError:
         raise
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as e:
         raise IRFormatError(f"{source}: malformed IR file ({type(e).__name__}: {e})") from e
     return g
 
