@@ -118,7 +118,11 @@ def infer_node(node: Node) -> None:
             if d in rev:
                 dims.append(rev[d])
             elif d >= _SENTINEL_BASE:
-                dims.append(f"{node.name}_o{k}_d{d_i}")
+                # A dim derived from symbols (e.g. batch*16): remember its sentinel so later ops (a reshape back
+                # with -1) compute with the same number instead of a fresh, unrelated one.
+                fresh = f"{node.name}_o{k}_d{d_i}"
+                table[fresh] = d
+                dims.append(fresh)
             else:
                 dims.append(d)
         o.type = TensorType(DType.from_any(t.dtype), tuple(dims))

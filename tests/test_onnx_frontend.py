@@ -1,0 +1,374 @@
+"""ONNX frontend: errors on bad files, external data safety, constants and kinds, symbolic dims, legacy forms.
+
+Numeric checks run onnxruntime on the original model and compare it with (a) a direct execution of the
+imported IR (each node's registry implementation, in order) and (b) onnxruntime on the re-exported model.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from graphopt.backends.onnx import to_onnx
+from graphopt.errors import ModelLoadError
+from graphopt.frontends.onnx import FOLD_MAX_ELEMENTS, load_onnx
+from graphopt.ir.graph import Graph
+from graphopt.ir.registry import UnsupportedOpError, get_op
+
+LIGHT_SQUEEZENET = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light" / "light_squeezenet.onnx"
+F = TensorProto.FLOAT
+
+
+def run_ir(g: Graph, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Reference execution of the IR: every node's registry implementation on CPU tensors, in order."""
+    env: dict[int, object] = {id(v): torch.from_numpy(np.array(feeds[v.name])) for v in g.inputs}
+    env.update({id(v): torch.from_numpy(np.array(v.const)) for v in g.constants.values()})
+    for n in g.nodes:
+        od = get_op(n.op)
+        args = []
+        for i, v in enumerate(n.inputs):
+            if v is None:
+                args.append(None)
+            elif od.input_spec(i).static and v.is_const:
+                args.append(np.asarray(v.const).tolist())
+            else:
+                args.append(env[id(v)])
+        with torch.no_grad():
+            res = od.fn(*args, **n.attrs)
+        for o, t in zip(n.outputs, res if isinstance(res, tuple | list) else [res], strict=True):
+            env[id(o)] = t
+    return [np.asarray(env[id(v)]) for v in g.outputs]  # type: ignore[arg-type]
+
+
+def run_ort(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)
+
+
+def make_model(nodes, inputs, outputs, inits=(), opset: int = 18, ir_version: int | None = None):
+    g = helper.make_graph(nodes, "t", inputs, outputs, list(inits))
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = ir_version or min(helper.find_min_ir_version_for([helper.make_opsetid("", opset)]), 10)
+    return m
+
+
+def vi(name: str, shape, dtype=F):
+    return helper.make_tensor_value_info(name, dtype, shape)
+
+
+def assert_matches_ort(model: onnx.ModelProto, feeds: dict[str, np.ndarray], rtol=1e-5, atol=1e-6) -> Graph:
+    want = run_ort(model, feeds)
+    g = load_onnx(model)
+    assert all(v.type is not None for v in g.values())
+    for got, ref in zip(run_ir(g, feeds), want, strict=True):
+        np.testing.assert_allclose(got, ref, rtol=rtol, atol=atol)
+    exported = to_onnx(g)
+    onnx.checker.check_model(exported, full_check=True)
+    for got, ref in zip(run_ort(exported, feeds), want, strict=True):
+        np.testing.assert_allclose(got, ref, rtol=rtol, atol=atol)
+    return g
+
+
+# ------------------------------------------------------------------------------------------------- bad files
+def test_truncated_file_names_the_file(tmp_path: Path):
+    data = LIGHT_SQUEEZENET.read_bytes()
+    bad = tmp_path / "half_squeezenet.onnx"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelLoadError, match="half_squeezenet.onnx") as e:
+        load_onnx(bad)
+    assert "truncated" in str(e.value)
+
+
+@pytest.mark.parametrize("content", [b"", b"this is not an onnx model at all\n", bytes(range(256)) * 4])
+def test_corrupt_file_names_the_file(tmp_path: Path, content: bytes):
+    bad = tmp_path / "garbage.onnx"
+    bad.write_bytes(content)
+    with pytest.raises(ModelLoadError, match="garbage.onnx"):
+        load_onnx(bad)
+
+
+def test_missing_file_and_undefined_value(tmp_path: Path):
+    with pytest.raises(ModelLoadError, match="no such file"):
+        load_onnx(tmp_path / "nope.onnx")
+    m = make_model([helper.make_node("Relu", ["ghost"], ["y"], name="r")], [vi("x", [2])], [vi("y", [2])])
+    with pytest.raises(ModelLoadError, match="ghost"):
+        load_onnx(m)
+    assert issubclass(ModelLoadError, ValueError)
+
+
+def test_unknown_op_names_op_and_node():
+    m = make_model([helper.make_node("FrobnicateTensor", ["x"], ["y"], name="frob_1")], [vi("x", [2])],
+                   [vi("y", [2])])
+    with pytest.raises(UnsupportedOpError, match="FrobnicateTensor") as e:
+        load_onnx(m)
+    assert "frob_1" in str(e.value)
+
+
+def test_microsoft_domain_op_is_unsupported():
+    node = helper.make_node("Gelu", ["x"], ["y"], name="ms_gelu", domain="com.microsoft")
+    g = helper.make_graph([node], "t", [vi("x", [2])], [vi("y", [2])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)])
+    with pytest.raises(UnsupportedOpError, match="com.microsoft") as e:
+        load_onnx(m)
+    assert "Gelu" in str(e.value) and "ms_gelu" in str(e.value)
+
+
+def test_control_flow_is_unsupported():
+    then_g = helper.make_graph([helper.make_node("Identity", ["x"], ["t"])], "then", [], [vi("t", [2])])
+    else_g = helper.make_graph([helper.make_node("Neg", ["x"], ["e"])], "else", [], [vi("e", [2])])
+    node = helper.make_node("If", ["c"], ["y"], name="branch", then_branch=then_g, else_branch=else_g)
+    m = make_model([node], [vi("c", [], TensorProto.BOOL), vi("x", [2])], [vi("y", [2])])
+    with pytest.raises(UnsupportedOpError, match="If") as e:
+        load_onnx(m)
+    assert "branch" in str(e.value) and "ontrol flow" in str(e.value)
+
+
+# --------------------------------------------------------------------------------------------- external data
+def _external_model(location: str) -> onnx.ModelProto:
+    w = numpy_helper.from_array(np.zeros(4, np.float32), "w")
+    w.ClearField("raw_data")
+    w.data_location = TensorProto.EXTERNAL
+    for k, v in (("location", location), ("offset", "0"), ("length", "16")):
+        e = w.external_data.add()
+        e.key, e.value = k, v
+    return make_model([helper.make_node("Add", ["x", "w"], ["y"], name="add")], [vi("x", [4])], [vi("y", [4])],
+                      [w])
+
+
+def test_external_data_inside_folder_loads(tmp_path: Path):
+    vals = np.arange(4, dtype=np.float32) + 0.5
+    (tmp_path / "weights.bin").write_bytes(vals.tobytes())
+    onnx.save(_external_model("weights.bin"), tmp_path / "m.onnx")
+    g = load_onnx(tmp_path / "m.onnx")
+    np.testing.assert_array_equal(g.constants["w"].const, vals)
+    x = np.ones(4, np.float32)
+    np.testing.assert_allclose(run_ir(g, {"x": x})[0], x + vals)
+
+
+@pytest.mark.parametrize("kind", ["dotdot", "absolute", "symlink"])
+def test_external_data_escaping_the_folder_is_refused(tmp_path: Path, kind: str):
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(np.ones(4, np.float32).tobytes())
+    if kind == "dotdot":
+        loc = "../secret.bin"
+    elif kind == "absolute":
+        loc = str(secret)
+    else:
+        os.symlink(secret, model_dir / "link.bin")
+        loc = "link.bin"
+    onnx.save(_external_model(loc), model_dir / "m.onnx")
+    with pytest.raises(ModelLoadError, match="absolute path|outside the model's folder") as e:
+        load_onnx(model_dir / "m.onnx")
+    assert "m.onnx" in str(e.value)
+
+
+def test_external_data_of_in_memory_model_needs_a_path():
+    with pytest.raises(ModelLoadError, match="from its path"):
+        load_onnx(_external_model("weights.bin"))
+
+
+# -------------------------------------------------------------------------------------- constants and kinds
+def test_initializer_listed_as_input_is_a_constant():
+    w = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    b = np.arange(3, dtype=np.float32)
+    m = make_model([helper.make_node("Gemm", ["x", "w", "b"], ["y"], name="fc", transB=1)],
+                   [vi("x", [2, 4]), vi("w", [3, 4]), vi("b", [3])], [vi("y", [2, 3])],
+                   [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")], opset=11, ir_version=3)
+    x = np.random.default_rng(1).standard_normal((2, 4)).astype(np.float32)
+    g = assert_matches_ort(m, {"x": x})
+    assert [v.name for v in g.inputs] == ["x"]
+    assert g.constants["w"].kind == "param" and g.constants["b"].kind == "param"
+    assert g.find_node("fc").op == "gemm"
+
+
+def test_constant_subgraph_weights_are_folded_with_kinds():
+    ci = lambda name, arr: numpy_helper.from_array(np.asarray(arr, np.int64), name)  # noqa: E731
+    nodes = [
+        helper.make_node("ConstantOfShape", ["w_shape"], ["conv_w"], name="make_w",
+                         value=numpy_helper.from_array(np.array([0.1], np.float32))),
+        helper.make_node("Conv", ["x", "conv_w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c", "s", "bb", "mean", "var"], ["bn"], name="bn"),
+        helper.make_node("Shape", ["bn"], ["shp"], name="shape"),
+        helper.make_node("Gather", ["shp", "zero"], ["n"], name="batch", axis=0),
+        helper.make_node("Unsqueeze", ["n", "ax0"], ["n1"], name="unsq"),
+        helper.make_node("Concat", ["n1", "minus1"], ["target"], name="cat", axis=0),
+        helper.make_node("Reshape", ["bn", "target"], ["y"], name="flat"),
+    ]
+    inits = [ci("w_shape", [4, 2, 3, 3]), ci("zero", 0), ci("ax0", [0]), ci("minus1", [-1])]
+    rng = np.random.default_rng(0)
+    for name in ("s", "bb", "mean"):
+        inits.append(numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), name))
+    inits.append(numpy_helper.from_array(rng.random(4).astype(np.float32) + 0.5, "var"))
+    m = make_model(nodes, [vi("x", [2, 2, 5, 5])], [vi("y", [2, 100])], inits)
+    g = assert_matches_ort(m, {"x": rng.standard_normal((2, 2, 5, 5)).astype(np.float32)})
+    assert [n.op for n in g.nodes] == ["conv", "batch_norm", "reshape"]  # weights and shape math folded
+    kinds = {k: v.kind for k, v in g.constants.items()}
+    assert kinds["conv_w"] == "param" and kinds["s"] == "param" and kinds["bb"] == "param"
+    assert kinds["mean"] == "buffer" and kinds["var"] == "buffer"
+    assert kinds["target"] == "const"
+    np.testing.assert_array_equal(g.constants["conv_w"].const, np.full((4, 2, 3, 3), 0.1, np.float32))
+    np.testing.assert_array_equal(g.constants["target"].const, [2, -1])
+
+
+def test_folding_stops_at_the_size_limit():
+    side = int(np.ceil(np.sqrt(FOLD_MAX_ELEMENTS + 1)))
+    m = make_model([helper.make_node("ConstantOfShape", ["shape"], ["big"], name="big"),
+                    helper.make_node("Mul", ["x", "big"], ["y"], name="mul")],
+                   [vi("x", [1, side])], [vi("y", [side, side])],
+                   [numpy_helper.from_array(np.array([side, side], np.int64), "shape")])
+    g = load_onnx(m)
+    assert [n.op for n in g.nodes] == ["constant_of_shape", "mul"]
+    assert g.find_node("big").output.type.shape == (side, side)
+
+
+@pytest.mark.parametrize("attr, value, expected", [
+    ("value_float", 2.5, np.float32(2.5)),
+    ("value_floats", [1.0, 2.0], np.array([1.0, 2.0], np.float32)),
+    ("value_int", 3, np.int64(3)),
+    ("value_ints", [4, 5], np.array([4, 5], np.int64)),
+    ("value", numpy_helper.from_array(np.array([[1, 2]], np.int32)), np.array([[1, 2]], np.int32)),
+    ("sparse_value", helper.make_sparse_tensor(numpy_helper.from_array(np.array([7.0, 8.0], np.float32)),
+                                               numpy_helper.from_array(np.array([1, 3], np.int64)), [2, 2]),
+     np.array([[0, 7], [0, 8]], np.float32)),
+])
+def test_constant_node_forms(attr, value, expected):
+    node = helper.make_node("Constant", [], ["c"], name="c", **{attr: value})
+    m = make_model([node, helper.make_node("Identity", ["c"], ["y"], name="id")], [], [onnx.ValueInfoProto(name="y")])
+    g = load_onnx(m)
+    c = g.outputs[0].const  # Identity of a constant folds to a constant
+    assert c.dtype == np.asarray(expected).dtype
+    np.testing.assert_array_equal(c, expected)
+    np.testing.assert_array_equal(run_ort(m, {})[0], expected)
+
+
+# ---------------------------------------------------------------------------------------- shapes and names
+def test_symbolic_dims_are_preserved_and_overridable():
+    x = helper.make_tensor_value_info("x", F, ["batch", 3, None])
+    m = make_model([helper.make_node("Relu", ["x"], ["r"], name="relu"),
+                    helper.make_node("ReduceSum", ["r", "axes"], ["y"], name="sum", keepdims=0)],
+                   [x], [vi("y", ["batch", 3])], [numpy_helper.from_array(np.array([2], np.int64), "axes")])
+    g = load_onnx(m)
+    assert g.inputs[0].shape == ("batch", 3, "x_d2")
+    assert g.outputs[0].shape == ("batch", 3)
+    exported = to_onnx(g)
+    dims = exported.graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in dims] == ["batch", 3, "x_d2"]
+    xs = np.random.default_rng(0).standard_normal((5, 3, 7)).astype(np.float32)
+    np.testing.assert_allclose(run_ort(exported, {"x": xs})[0], np.maximum(xs, 0).sum(2), rtol=1e-5)
+
+    fixed = load_onnx(m, input_shapes={"x": [2, 3, 7]})
+    assert fixed.inputs[0].shape == (2, 3, 7) and fixed.outputs[0].shape == (2, 3)
+    with pytest.raises(ModelLoadError, match="'y'"):
+        load_onnx(m, input_shapes={"y": [1]})
+    with pytest.raises(ModelLoadError, match="fixes it to 3"):
+        load_onnx(m, input_shapes={"x": [2, 4, 7]})
+
+
+def test_names_kept_and_unsorted_nodes_reordered():
+    nodes = [helper.make_node("Sigmoid", ["a"], ["b"], name="second"),
+             helper.make_node("Relu", ["x"], ["a"], name="first")]
+    m = make_model(nodes, [vi("x", [3])], [vi("b", [3])])
+    g = load_onnx(m)
+    assert [n.name for n in g.nodes] == ["first", "second"]
+    assert [o.name for n in g.nodes for o in n.outputs] == ["a", "b"]
+
+
+def test_opset_hint_applies_to_models_without_opset_import():
+    m = make_model([helper.make_node("Squeeze", ["x"], ["y"], name="sq", axes=[0])], [vi("x", [1, 3])],
+                   [vi("y", [3])], opset=11)
+    del m.opset_import[:]
+    g = load_onnx(m, opset_hint=11)
+    assert g.find_node("sq").op == "squeeze" and g.outputs[0].shape == (3,)
+
+
+# ------------------------------------------------------------------------------------------- legacy forms
+def _c(name, arr, dtype=np.int64):
+    return numpy_helper.from_array(np.asarray(arr, dtype), name)
+
+
+LEGACY = {
+    "squeeze_unsqueeze_attr_11": (11, [helper.make_node("Unsqueeze", ["x"], ["u"], axes=[0, 3]),
+                                       helper.make_node("Squeeze", ["u"], ["y"], axes=[0])], [], [2, 3, 4]),
+    "reduce_axes_attr_12": (12, [helper.make_node("ReduceMean", ["x"], ["m"], axes=[1], keepdims=1),
+                                 helper.make_node("ReduceSum", ["m"], ["y"], axes=[0, 2], keepdims=0)], [], [2, 3, 4]),
+    "split_attr_uneven_11": (11, [helper.make_node("Split", ["x"], ["a", "b"], axis=2, split=[1, 3]),
+                                  helper.make_node("Sub", ["b", "a"], ["y"])], [], [2, 3, 4]),
+    "slice_attrs_9": (9, [helper.make_node("Slice", ["x"], ["y"], starts=[1, -3], ends=[3, 100], axes=[1, 2])],
+                      [], [2, 3, 4]),
+    "pad_attrs_10": (10, [helper.make_node("Pad", ["x"], ["p"], pads=[0, 1, 2, 0, 0, 1], value=1.5),
+                          helper.make_node("Pad", ["p"], ["y"], pads=[0, 0, 1, 0, 0, 1], mode="reflect")],
+                     [], [2, 3, 4]),
+    "clip_attrs_10": (10, [helper.make_node("Clip", ["x"], ["y"], min=-0.5, max=0.25)], [], [2, 3, 4]),
+    "softmax_coerce_2d_11": (11, [helper.make_node("Softmax", ["x"], ["y"], axis=1)], [], [2, 3, 4]),
+    "log_softmax_default_axis_12": (12, [helper.make_node("LogSoftmax", ["x"], ["y"])], [], [2, 3, 4]),
+    "softmax_last_axis_11": (11, [helper.make_node("Softmax", ["x"], ["y"], axis=2)], [], [2, 3, 4]),
+    "dropout_ratio_input_mask_12": (12, [helper.make_node("Dropout", ["x", "r"], ["y", "mask"])],
+                                    [_c("r", 0.3, np.float32)], [2, 3, 4]),
+    "dropout_attr_7": (7, [helper.make_node("Dropout", ["x"], ["y"], ratio=0.2)], [], [2, 3, 4]),
+    "upsample_attr_7": (7, [helper.make_node("Upsample", ["x"], ["y"], scales=[1.0, 1.0, 2.0, 3.0])], [],
+                        [1, 2, 3, 4]),
+    "upsample_input_9": (9, [helper.make_node("Upsample", ["x", "s"], ["y"])],
+                         [_c("s", [1.0, 1.0, 2.0, 2.0], np.float32)], [1, 2, 3, 4]),
+    "resize_10": (10, [helper.make_node("Resize", ["x", "s"], ["y"], mode="nearest")],
+                  [_c("s", [1.0, 1.0, 3.0, 2.0], np.float32)], [1, 2, 3, 4]),
+    "batchnorm_spatial_7": (7, [helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"],
+                                                 spatial=1, epsilon=1e-3)],
+                            [_c("s", [1.0, 2.0, 0.5], np.float32), _c("b", [0.1, 0.2, 0.3], np.float32),
+                             _c("m", [0.0, 1.0, -1.0], np.float32), _c("v", [1.0, 4.0, 0.25], np.float32)],
+                            [2, 3, 4]),
+    "variadic_broadcast_8": (8, [helper.make_node("Sum", ["x", "r", "c"], ["s"]),
+                                 helper.make_node("Max", ["s", "x", "c"], ["m"]),
+                                 helper.make_node("Min", ["m", "r"], ["n"]),
+                                 helper.make_node("Mean", ["n", "x", "r"], ["y"])],
+                             [_c("r", [[0.5], [-0.5], [1.0]], np.float32), _c("c", [0.1, 0.2, 0.3, 0.4], np.float32)],
+                             [2, 3, 4]),
+    "topk_attr_9": (9, [helper.make_node("TopK", ["x"], ["y", "i"], k=2, axis=-1)], [], [2, 3, 4]),
+    "cast_enum_9": (9, [helper.make_node("Cast", ["x"], ["y"], to=TensorProto.INT32)], [], [2, 3, 4]),
+    "reshape_input_concat_default_9": (9, [helper.make_node("Reshape", ["x", "shp"], ["r"]),
+                                           helper.make_node("Concat", ["r", "r"], ["y"], axis=1)],
+                                       [_c("shp", [2, -1])], [2, 3, 4]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LEGACY))
+def test_legacy_forms_match_onnxruntime(case: str):
+    opset, nodes, inits, shape = LEGACY[case]
+    for i, n in enumerate(nodes):
+        n.name = f"{case}_{i}"
+    outs = [onnx.ValueInfoProto(name=o) for o in nodes[-1].output]  # types left to the runtimes
+    m = make_model(nodes, [vi("x", shape)], outs, inits, opset=opset)
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    g = assert_matches_ort(m, {"x": x})
+    if case == "softmax_coerce_2d_11":  # the opset<13 semantics differ from a per-axis softmax here
+        per_axis = torch.softmax(torch.from_numpy(x), 1).numpy()
+        assert not np.allclose(run_ir(g, {"x": x})[0], per_axis, atol=1e-3)
+    if case == "dropout_ratio_input_mask_12":
+        assert g.find_node(f"{case}_0").attrs["ratio"] == pytest.approx(0.3)
+
+
+def test_opset6_broadcast_with_axis_and_per_channel_prelu():
+    """Opset < 7 ``broadcast=1, axis=k`` aligns B at axis k; PRelu's 1-D slope is per channel (axis 1)."""
+    nodes = [helper.make_node("Add", ["x", "b"], ["a"], name="add", broadcast=1, axis=1),
+             helper.make_node("PRelu", ["a", "slope"], ["y"], name="prelu")]
+    b = np.array([1.0, -2.0, 3.0], np.float32)
+    slope = np.array([0.1, 0.2, 0.3], np.float32)
+    m = make_model(nodes, [vi("x", [2, 3, 4])], [vi("y", [2, 3, 4])],
+                   [numpy_helper.from_array(b, "b"), numpy_helper.from_array(slope, "slope")], opset=6, ir_version=3)
+    x = np.random.default_rng(0).standard_normal((2, 3, 4)).astype(np.float32)
+    g = load_onnx(m)
+    a = x + b[None, :, None]
+    want = np.where(a < 0, a * slope[None, :, None], a)
+    np.testing.assert_allclose(run_ir(g, {"x": x})[0], want, rtol=1e-6)
+    np.testing.assert_allclose(run_ort(to_onnx(g), {"x": x})[0], want, rtol=1e-6)
