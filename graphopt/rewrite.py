@@ -129,7 +129,8 @@ class RewriteRule:
     def match(self, node: Node) -> Match | None:
         bindings: dict[str, Value] = {}
         matched: list[Node] = []
-        if not self._match_node(self.root, node, bindings, matched):
+        pmap: dict[int, Node] = {}
+        if not self._match_node(self.root, node, bindings, matched, pmap):
             return None
         m = Match(node, matched, bindings)
         inside = {id(n) for n in matched}
@@ -144,7 +145,8 @@ class RewriteRule:
                     return None
         return m
 
-    def _match_node(self, p: PNode, node: Node, b: dict[str, Value], matched: list[Node]) -> bool:
+    def _match_node(self, p: PNode, node: Node, b: dict[str, Value], matched: list[Node],
+                    pmap: dict[int, Node]) -> bool:
         if node.op != p.op:
             return False
         for k, v in p.attrs.items():
@@ -157,16 +159,20 @@ class RewriteRule:
         if p.op in COMMUTATIVE and len(p.inputs) == 2:
             orders.append([1, 0])
         for order in orders:
-            trial_b, trial_m = dict(b), list(matched)
+            trial_b, trial_m, trial_p = dict(b), list(matched), dict(pmap)
             trial_m.append(node)
-            if all(self._match_value(p.inputs[i], ins[j], trial_b, trial_m) for i, j in enumerate(order)):
+            trial_p[id(p)] = node
+            if all(self._match_value(p.inputs[i], ins[j], trial_b, trial_m, trial_p) for i, j in enumerate(order)):
                 b.clear()
                 b.update(trial_b)
                 matched[:] = trial_m
+                pmap.clear()
+                pmap.update(trial_p)
                 return True
         return False
 
-    def _match_value(self, p: Any, v: Value | None, b: dict[str, Value], matched: list[Node]) -> bool:
+    def _match_value(self, p: Any, v: Value | None, b: dict[str, Value], matched: list[Node],
+                     pmap: dict[int, Node]) -> bool:
         if p is None:
             return v is None
         if v is None:
@@ -181,9 +187,11 @@ class RewriteRule:
         if isinstance(p, PNode):
             if v.producer is None or v.output_index != p.output_index:
                 return False
+            if id(p) in pmap:  # a pattern node used twice (a DAG pattern) must be the same graph node
+                return pmap[id(p)] is v.producer
             if any(n is v.producer for n in matched):
-                return True
-            return self._match_node(p, v.producer, b, matched)
+                return False  # already matched by a different pattern node
+            return self._match_node(p, v.producer, b, matched, pmap)
         raise TypeError(f"bad pattern element {p!r}")
 
     # -------------------------------------------------------------------------------------------- apply

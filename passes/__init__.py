@@ -3,4 +3,4 @@
 See ``graphopt passes`` for the list and docs/writing-passes.md for writing your own.
 """
 
-from . import cleanup, fold, fusion, shapes  # noqa: F401
+from . import attention, cleanup, conv_act, decompose, expand, fold, fuse_more, fuse_patterns, fusion, opset, shapes  # noqa: F401
