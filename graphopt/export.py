@@ -1,0 +1,320 @@
+"""The export pipeline behind ``graphopt export``: optimize, legalize for a target, quantize, check, write.
+
+Without a target it runs :func:`default_pipeline` -- semantics-preserving passes only (constant and shape folding,
+dropout/identity removal, BatchNorm and per-channel affine folding, transpose/reshape/slice chain folding,
+MatMul+Add -> Gemm, Pad fusion, LayerNorm/Softmax fusion, constant de-duplication) -- and checks the fp32 result
+against the original. With ``target`` it also binds static shapes, legalizes the graph for the profile, quantizes
+to INT8 QDQ (or converts to fp16), measures top-1 agreement, and lists every remaining violation.
+
+Nothing half-written lands on disk: the model and the report are written (atomically) only after every step
+succeeded; with violations left and ``allow_violations=False`` only the report is written.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from .errors import GraphoptError
+from .ir.graph import Graph
+from .npu.report import ExportReport, onnx_histogram
+
+FOLD_MAX_ELEMENTS = 1 << 28
+"""Constant folding limit for export (elements per folded tensor): large enough for VGG's FC weights."""
+
+
+def default_pipeline(opset: int = 18) -> str:
+    """The default fp32 export pipeline for ``opset`` (fusions into ops the opset lacks are left out)."""
+    fold = f"fold-constants[max_elements={FOLD_MAX_ELEMENTS}]"
+    fusions = ["fuse-channel-affine", "fuse-preceding-mul", "fold-elementwise", "fuse-pad", "fuse-slices",
+               "fuse-reshapes", "fold-softmax-flatten", "fuse-matmul-add", "fuse-softmax"]
+    if opset >= 17:
+        fusions.append("fuse-layernorm")
+    if opset >= 20:
+        fusions.append("fuse-gelu")
+    if opset >= 23:
+        fusions.append("fuse-attention")
+    return (f"(canonicalize,{fold},strip-dropout,cse,dce)*,fuse-conv-bn,"
+            f"({','.join(fusions)},canonicalize,{fold},dedup-constants,cse,dce)*,convert-opset[opset={opset}]")
+
+
+def report_paths(output: Path) -> tuple[Path, Path]:
+    """``out.onnx`` -> ``out.report.md``, ``out.report.json``."""
+    stem = output.with_suffix("")
+    return stem.with_name(stem.name + ".report.md"), stem.with_name(stem.name + ".report.json")
+
+
+def export_model(
+    model: Any,
+    output: str | os.PathLike,
+    *,
+    target: str | None = None,
+    calib: str | None = None,
+    input_shapes: dict[str, list[int | str]] | list[str] | None = None,
+    opset: int | None = None,
+    allow_violations: bool = False,
+    verify: bool = True,
+    print_after: set[str] | None = None,
+    pass_modules: list[str] | None = None,
+    calib_samples: int = 128,
+    eval_samples: int = 1000,
+    latency_runs: int = 20,
+    out: TextIO | None = None,
+    progress: Any = None,
+) -> ExportReport:
+    """Export ``model`` (a path, ``onnx.ModelProto`` or IR ``Graph``) to ``output`` (``.onnx``); see module doc.
+
+    ``pass_modules`` (``pkg.mod:fn`` or ``pkg.mod``) are loaded and their passes run after the optimization
+    pipeline, before legalization. Raises :class:`GraphoptError`/``PassError`` for bad input or a failing pass
+    (nothing written); returns the report otherwise (``report.ok`` is False when violations remain or the fp32
+    check failed).
+    """
+    from .ir.verify import verify as verify_ir
+    from .modelio import load_model
+    from .npu.profiles import load_profile
+    from .pass_api import load_pass_module
+    from .pass_manager import PassManager
+
+    t0 = time.perf_counter()
+    say = progress or (lambda msg: None)
+    output = Path(output)
+    if output.suffix.lower() != ".onnx":
+        raise GraphoptError(f"-o {output}: export writes ONNX; give a path ending in .onnx")
+    profile = load_profile(target) if target else None
+    if profile is not None:
+        if opset is not None and not profile.opset_min <= opset <= profile.opset_max:
+            raise GraphoptError(f"--opset {opset} is outside {profile.name}'s range {profile.opset_min}.."
+                                f"{profile.opset_max}")
+        export_opset = profile.export_opset(opset)
+    else:
+        export_opset = 18 if opset is None else int(opset)
+        if not 11 <= export_opset <= 23:
+            raise GraphoptError(f"--opset {export_opset}: choose 11..23")
+    user_passes = []
+    for spec in pass_modules or []:
+        user_passes += load_pass_module(spec)
+
+    say("loading")
+    label = str(model) if not isinstance(model, Graph) else model.name
+    is_onnx_file = isinstance(model, str | os.PathLike) and str(model).lower().endswith(".onnx")
+    if isinstance(input_shapes, list):  # CLI specs ("x=1,3,32,32" or a bare "1,3,32,32" for one input)
+        from .commands.common import parse_input_shapes
+        from .ir.infer import set_input_shapes
+
+        graph = load_model(model)
+        if input_shapes:
+            set_input_shapes(graph, parse_input_shapes(input_shapes, [v.name for v in graph.inputs]))
+    else:
+        graph = load_model(model, input_shapes=input_shapes)
+    verify_ir(graph)
+    orig_graph = graph.copy()
+    io_names = [v.name for v in graph.outputs]
+    rep = ExportReport(model=label, output=str(output), target=profile.name if profile else None,
+                       profile=profile.summary() if profile else None, opset=export_opset)
+    rep.nodes_before = len(graph)
+    if is_onnx_file:
+        import onnx
+
+        original = onnx.load(str(model), load_external_data=False)
+        rep.ops_before = onnx_histogram(original)
+        rep.nodes_before = len(original.graph.node)
+    else:
+        rep.ops_before = _ir_histogram(graph)
+
+    # ------------------------------------------------------------------ optimize (and bind shapes for targets)
+    pipeline = default_pipeline(export_opset)
+    if profile is not None and profile.static_shapes:
+        pipeline = f"specialize-shapes[default={profile.batch}]," + pipeline
+    say("optimizing")
+    pm = PassManager(pipeline, verify_ir=True, print_after=print_after, out=out or sys.stderr)
+    if user_passes:
+        pm.items += [*user_passes, *PassManager("dce").items]
+    res = pm.run(graph)
+    graph = res.graph
+    rep.passes = [{"name": k, **v} for k, v in res.summary().items()]
+
+    # ------------------------------------------------------------------------------------------ legalize
+    if profile is not None:
+        from .npu.legalize import legalize
+
+        say(f"legalizing for {profile.name}")
+        lr = legalize(graph, profile)
+        verify_ir(graph)
+        rep.rewrites = [r.to_dict() for r in lr.rewrites]
+        rep.violations = [v.to_dict() for v in lr.violations]
+        rep.warnings += lr.warnings
+    _restore_output_names(graph, io_names)
+
+    # --------------------------------------------------------------------------------------- emit + check
+    from .backends.onnx import to_onnx
+
+    say("writing ONNX")
+    fp32_model = to_onnx(graph, opset=export_opset)
+    calib_data = eval_data = None
+    if profile is not None and profile.quantized:
+        say("loading calibration data")
+        calib_data, eval_data = _calibration_sets(calib, graph, calib_samples, eval_samples)
+        if calib_data.random:
+            rep.warnings.append("calibration used RANDOM inputs (no --calib): int8 accuracy is not meaningful")
+    if verify:
+        say("checking fp32 numerics")
+        rep.fp32 = _fp32_check(model if is_onnx_file else orig_graph, fp32_model, graph, eval_data)
+        if not rep.fp32["ok"]:
+            rep.ok = False
+            rep.status = "verify-failed"
+    final = fp32_model
+    if profile is not None and profile.quantized:
+        from .npu.quantize import agreement, float_islands, quantize_qdq
+
+        say("quantizing (QDQ int8)")
+        assert calib_data is not None and eval_data is not None
+        final = quantize_qdq(fp32_model, calib_data, profile)
+        islands = float_islands(final)
+        q = {"format": "QDQ", "activation_dtype": profile.activation_dtype, "weight_dtype": profile.weight_dtype,
+             "per_channel": profile.per_channel, "calibration": calib_data.source,
+             "calibration_samples": len(calib_data), "evaluation": eval_data.source,
+             "evaluation_samples": len(eval_data)}
+        q.update(agreement(fp32_model, final, eval_data))
+        q["float_islands"] = islands
+        rep.quantization = q
+        if islands and profile.float_fallback != "allow":
+            msg = f"{len(islands)} ops stay in float after quantization (host fallback): " + ", ".join(
+                f"{n} ({o})" for n, o in islands[:10])
+            if profile.float_fallback == "error":
+                rep.violations += [{"node": n, "op": o, "rule": "float_fallback",
+                                    "detail": "not quantized by onnxruntime (runs in float)"} for n, o in islands]
+            else:
+                rep.warnings.append(msg)
+    elif profile is not None and profile.activation_dtype == "fp16":
+        from .npu.quantize import to_fp16
+
+        final = to_fp16(fp32_model)
+    rep.ops_after = onnx_histogram(final)
+    rep.nodes_after = len(final.graph.node)
+
+    if latency_runs > 0:
+        say("measuring onnxruntime latency")
+        rep.latency = _latency(model if is_onnx_file else None, orig_graph, final, eval_data, export_opset,
+                               latency_runs)
+
+    if rep.violations and not allow_violations:
+        rep.ok = False
+        rep.status = "violations"
+    rep.seconds = time.perf_counter() - t0
+
+    # ------------------------------------------------------------------------------------------- write
+    from .ir.serialize import atomic_write_bytes
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    md, js = report_paths(output)
+    if rep.ok:
+        data = final.SerializeToString()
+        atomic_write_bytes(output, data)
+        rep.written.append(str(output))
+    rep.written += [str(md), str(js)]
+    atomic_write_bytes(js, rep.to_json().encode())
+    atomic_write_bytes(md, rep.to_markdown().encode())
+    return rep
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def _ir_histogram(graph: Graph) -> dict[str, int]:
+    from .npu.legalize import onnx_type
+
+    return dict(sorted(Counter(onnx_type(n.op) for n in graph.nodes).items()))
+
+
+def _restore_output_names(graph: Graph, names: list[str]) -> None:
+    """Passes may forward a graph output to another value (``x -> Dropout -> out`` becomes ``x``); give the
+    outputs their original names back so consumers of the exported file find them."""
+    live = {v.name for v in graph.values()}
+    for v, want in zip(graph.outputs, names, strict=False):
+        if v.name == want or want in live or v.producer is None:
+            continue
+        live.discard(v.name)
+        v.name = want
+        graph._names.add(want)  # noqa: SLF001 - keep the graph's name table in sync
+        live.add(want)
+
+
+def _calibration_sets(calib: str | None, graph: Graph, n_calib: int, n_eval: int):
+    """(calibration, evaluation) sets: dataset train/test splits, an .npz split in two, or random."""
+    from .npu.quantize import load_calibration, random_calibration
+
+    if calib is None or str(calib).lower() == "random":
+        c = random_calibration(graph, min(n_calib, 64))
+        e = random_calibration(graph, min(n_eval, 64), seed=1)
+        return c, e
+    if str(calib).lower().endswith(".npz"):
+        data = load_calibration(calib, graph, n=n_calib + n_eval)
+        if len(data) <= 1:
+            return data, data
+        n = min(n_calib, max(1, len(data) // 2)) if len(data) < n_calib + 8 else n_calib
+        c, e = data.split(n)
+        return c, e
+    c = load_calibration(calib, graph, n=n_calib, split="train")
+    e = load_calibration(calib, graph, n=n_eval, split="test")
+    return c, e
+
+
+def _fp32_check(reference: Any, fp32_model: Any, graph: Graph, data: Any) -> dict[str, Any]:
+    from .compare import random_inputs
+    from .compare import verify as numeric_verify
+
+    if data is not None and len(data):
+        feeds = data.feeds[:8]
+        inputs_list = [[f[v.name] for v in graph.inputs] for f in feeds]
+        source = data.source
+    else:
+        types = [v.type for v in graph.inputs]
+        inputs_list = [random_inputs(types, seed=s, sym_value=1) for s in range(2)]  # type: ignore[arg-type]
+        source = "random N(0,1) inputs"
+    worst_abs, worst_rel, ok, scale = 0.0, 0.0, True, 0.0
+    for inputs in inputs_list:
+        r = numeric_verify(reference, fp32_model, inputs, rtol=1e-3, atol=1e-4)
+        for d in r.outputs:
+            worst_abs = max(worst_abs, d.max_abs)
+            worst_rel = max(worst_rel, d.max_rel)
+        ok &= r.ok
+        scale = max(scale, _output_scale(reference, inputs))
+    return {"ok": bool(ok), "max_abs_err": worst_abs, "max_rel_err": worst_rel, "output_max_abs": scale,
+            "inputs": f"{len(inputs_list)} x {source}", "tolerance": "rtol=1e-3, atol=1e-4"}
+
+
+def _output_scale(reference: Any, inputs: list) -> float:
+    from .compare import run_model
+
+    try:
+        outs = run_model(reference, [np.asarray(x) for x in inputs])
+    except Exception:  # noqa: BLE001 - only for the report's scale column
+        return 0.0
+    return float(max((np.max(np.abs(o)) for o in outs if o.size and np.issubdtype(o.dtype, np.number)),
+                     default=0.0))
+
+
+def _latency(original_path: Any, orig_graph: Graph, final: Any, data: Any, opset: int, runs: int) -> dict:
+    from .backends.onnx import to_onnx
+    from .compare import random_inputs
+    from .npu.quantize import ort_latency
+
+    if data is not None and len(data):
+        feed = data.feeds[0]
+    else:
+        types = [v.type for v in orig_graph.inputs]
+        feed = {v.name: x for v, x in zip(orig_graph.inputs, random_inputs(types, sym_value=1), strict=True)}
+    before_model = str(original_path) if original_path is not None else to_onnx(orig_graph, opset=max(opset, 18))
+    out: dict[str, Any] = {}
+    try:
+        out["before"] = ort_latency(before_model, feed, runs=runs)
+    except Exception as e:  # noqa: BLE001 - e.g. symbolic dims the feed does not fit
+        out["before_error"] = f"{type(e).__name__}: {e}"
+    out["after"] = ort_latency(final, feed, runs=runs)
+    if "before" in out:
+        out["ratio_after_before"] = out["after"]["median_ms"] / max(out["before"]["median_ms"], 1e-9)
+    return out

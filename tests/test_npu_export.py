@@ -1,0 +1,325 @@
+"""NPU target profiles, legalization, INT8 QDQ quantization, and the `graphopt export` command."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+from graphopt.cli import app
+from graphopt.compare import verify
+from graphopt.export import export_model, report_paths
+from graphopt.ir import DType, Graph, TensorType
+from graphopt.npu.legalize import check, legalize
+from graphopt.npu.profiles import ProfileError, available_profiles, load_profile, parse_profile
+
+runner = CliRunner()
+
+
+def ops(g: Graph) -> Counter:
+    return Counter(n.op for n in g.nodes)
+
+
+def profile_from(tmp_path: Path, body: str, name: str = "t") -> Path:
+    p = tmp_path / f"{name}.toml"
+    p.write_text(textwrap.dedent(body))
+    return p
+
+
+@pytest.fixture(scope="module")
+def zoo_onnx(tmp_path_factory) -> dict[str, str]:
+    from graphopt import models
+
+    d = tmp_path_factory.mktemp("zoo")
+    out = {}
+    nets = {"resnet20": (models.get("resnet20", seed=0), tuple(models.example_inputs("resnet20", batch=1))),
+            "mlp_gelu": (_MlpGelu(), (torch.randn(1, 16),))}
+    for name, (net, ex) in nets.items():
+        path = d / f"{name}.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(net.eval(), ex, str(path), opset_version=17, dynamo=False)
+        out[name] = str(path)
+    return out
+
+
+class _MlpGelu(nn.Module):
+    """LayerNorm + GELU MLP: the Edge TPU-like profile has neither Erf nor LayerNorm primitives (Div, Sqrt)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ln, self.fc1, self.fc2 = nn.LayerNorm(16), nn.Linear(16, 32), nn.Linear(32, 10)
+
+    def forward(self, x):
+        return self.fc2(nn.functional.gelu(self.fc1(self.ln(x))))
+
+
+# -------------------------------------------------------------------------------------------- profiles
+def test_builtin_profiles_load_and_name_their_sources():
+    names = set(available_profiles())
+    assert {"generic-npu-int8", "edgetpu-like", "ethos-u55-like"} <= names
+    for n in names:
+        p = load_profile(n)
+        assert p.name == n and p.ops and p.opset_min <= p.export_opset() <= p.opset_max
+    for n in ("edgetpu-like", "ethos-u55-like"):
+        text = Path(load_profile(n).path).read_text()
+        assert "MODELED ON" in text and "not certified" in text and load_profile(n).source
+
+
+def test_unknown_or_malformed_profiles_give_clear_errors(tmp_path):
+    with pytest.raises(ProfileError, match="unknown target profile 'edgetpu'.*Did you mean edgetpu-like.*"
+                                           "Available: .*generic-npu-int8"):
+        load_profile("edgetpu")
+    bad_key = profile_from(tmp_path, """
+        [target]
+        name = "x"
+        max_rnak = 4
+        [ops]
+        allow = ["Relu"]
+    """)
+    with pytest.raises(ProfileError, match=r"t\.toml: \[target\] has unknown key 'max_rnak' .*'max_rank'"):
+        load_profile(bad_key)
+    with pytest.raises(ProfileError, match=r"\[ops.Conv\] stride_max must be an integer, got '2'"):
+        parse_profile({"target": {"name": "x"}, "ops": {"Conv": {"stride_max": "2"}}}, "p.toml")
+    with pytest.raises(ProfileError, match="'Rleu' is not an ONNX op type .*'Relu'"):
+        parse_profile({"target": {"name": "x"}, "ops": {"allow": ["Rleu"]}}, "p.toml")
+    with pytest.raises(ProfileError, match="opset must be \\[min, max\\]"):
+        parse_profile({"target": {"name": "x", "opset": [18, 13]}, "ops": {"allow": ["Relu"]}}, "p.toml")
+    with pytest.raises(ProfileError, match="activation_dtype must be one of"):
+        parse_profile({"target": {"name": "x", "activation_dtype": "int4"}, "ops": {"allow": ["Relu"]}}, "p.toml")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[target\nname=")
+    with pytest.raises(ProfileError, match="broken.toml: not valid TOML"):
+        load_profile(broken)
+
+
+# ---------------------------------------------------------------------------------------- legalization
+TINY = """
+    [target]
+    name = "tiny"
+    max_rank = 4
+    activation_dtype = "int8"
+    channel_alignment = 8
+    pad_channels = {pad}
+    [ops]
+    allow = ["Add", "Mul", "Clip", "Relu", "Tanh", "Exp", "Log", "MatMul", "Concat", "Sigmoid", "Reshape",
+             "GlobalAveragePool"]
+    [ops.Slice]
+    step_max = 1
+    [ops.Pad]
+    op_axes = "spatial"
+    [ops.Conv]
+    kernel_max = 3
+    const_inputs = [1, 2]
+    [ops.AveragePool]
+    kernel_max = 3
+"""
+
+
+def _act_graph() -> Graph:
+    """Conv 7x7 -> hard_swish -> gelu -> softplus -> cumsum -> pow 2 -> erf-less world."""
+    rng = np.random.default_rng(0)
+    g = Graph("acts")
+    x = g.add_input("x", TensorType(DType.float32, (1, 3, 12, 12)))
+    w = g.add_const("w", rng.standard_normal((5, 3, 7, 7)).astype(np.float32) * 0.1, "param")
+    b = g.add_const("b", rng.standard_normal(5).astype(np.float32), "param")
+    y = g.create_node("conv", [x, w, b], {"pads": [2, 3, 2, 3], "strides": [2, 2]}, name="big_conv").output
+    y = g.create_node("hard_swish", [y], name="hs").output
+    y = g.create_node("gelu", [y], name="gelu").output
+    y = g.create_node("softplus", [y], name="sp").output
+    y = g.create_node("cumsum", [y, g.add_const("ax", np.asarray(-1, dtype=np.int64))], name="cs").output
+    y = g.create_node("pow", [y, g.add_const("two", np.asarray(2.0, dtype=np.float32))], name="sq").output
+    y = g.create_node("slice", [y, *[g.add_const(k, np.asarray(v, dtype=np.int64)) for k, v in
+                                      (("st", [0, 0]), ("en", [99, 99]), ("axs", [2, 3]), ("stp", [2, 2]))]],
+                      name="strided").output
+    pads = g.add_const("pads", np.asarray([0, 2, 0, 0, 0, 1, 0, 0], dtype=np.int64))
+    y = g.create_node("pad", [y, pads], name="chanpad").output
+    g.set_outputs([g.create_node("erf", [y], name="needs_erf").output])
+    return g
+
+
+def test_legalize_rewrites_to_supported_ops_and_reports_the_rest(tmp_path):
+    prof = load_profile(profile_from(tmp_path, TINY.format(pad="false")))
+    g = _act_graph()
+    before = check(g, prof)
+    assert {v.node for v in before} >= {"big_conv", "hs", "gelu", "sp", "cs", "sq", "needs_erf"}
+    ref = g.copy()
+    res = legalize(g, prof)
+    names = {r.legalizer for r in res.rewrites}
+    assert {"split-conv-kernel", "hard-swish-clip", "softplus-log-exp", "cumsum-matmul", "pow-to-mul",
+            "strided-slice-avgpool", "zero-pad-concat"} <= names
+    gelu = [r for r in res.rewrites if r.op == "Gelu"]
+    assert gelu and gelu[0].legalizer == "gelu-tanh-approx" and gelu[0].approximate  # no Erf on this target
+    left = [(v.node, v.rule) for v in res.violations]
+    assert left == [("needs_erf", "op-not-supported")]
+    assert all(n.op in ("conv", "add", "mul", "clip", "tanh", "exp", "log", "matmul", "concat", "slice", "pad",
+                        "avg_pool", "erf") for n in g.nodes)
+    assert max(max(n.inputs[1].const.shape[2:]) for n in g.nodes if n.op == "conv") <= 3
+    rep = verify(ref, g, rtol=1e-3, atol=2e-3)  # only the tanh-GELU approximation differs (~5e-4 before cumsum)
+    assert rep.ok, str(rep)
+    exact = ref.copy()
+    exact.find_node("gelu").attrs["approximate"] = "tanh"
+    g2 = exact.copy()
+    legalize(g2, prof)
+    rep = verify(exact, g2, rtol=1e-4, atol=1e-4)  # every other rewrite is exact
+    assert rep.ok, str(rep)
+
+
+def test_channel_padding_is_exact_and_aligned(tmp_path):
+    prof = load_profile(profile_from(tmp_path, TINY.format(pad="true")))
+    rng = np.random.default_rng(1)
+    g = Graph("pad")
+    x = g.add_input("x", TensorType(DType.float32, (1, 3, 8, 8)))
+    w1 = g.add_const("w1", rng.standard_normal((5, 3, 3, 3)).astype(np.float32), "param")
+    w2 = g.add_const("w2", rng.standard_normal((8, 5, 1, 1)).astype(np.float32), "param")
+    y = g.create_node("conv", [x, w1], {"pads": [1, 1, 1, 1]}, name="c1").output
+    y = g.create_node("relu", [y]).output
+    g.set_outputs([g.create_node("conv", [y, w2], name="c2").output])
+    ref = g.copy()
+    res = legalize(g, prof)
+    assert any(r.legalizer.startswith("pad-channels") for r in res.rewrites)
+    assert g.find_node("c1").outputs[0].type.shape[1] == 8 and not res.warnings
+    rep = verify(ref, g)
+    assert rep.ok, str(rep)
+
+
+class _MobileBlock(nn.Module):
+    """MobileNetV3-style block: conv-BN-hardswish, depthwise 5x5, squeeze-excite with hardsigmoid, residual."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.expand = nn.Sequential(nn.Conv2d(8, 24, 1, bias=False), nn.BatchNorm2d(24), nn.Hardswish())
+        self.dw = nn.Sequential(nn.Conv2d(24, 24, 5, padding=2, groups=24, bias=False), nn.BatchNorm2d(24),
+                                nn.ReLU6())
+        self.se1, self.se2 = nn.Conv2d(24, 8, 1), nn.Conv2d(8, 24, 1)
+        self.project = nn.Sequential(nn.Conv2d(24, 8, 1, bias=False), nn.BatchNorm2d(8))
+
+    def forward(self, x):
+        y = self.dw(self.expand(x))
+        s = nn.functional.hardsigmoid(self.se2(torch.relu(self.se1(y.mean((2, 3), keepdim=True)))))
+        return x + self.project(y * s)
+
+
+def test_generic_profile_accepts_a_torch_frontend_graph():
+    from graphopt.frontends.torch import from_torch
+    from graphopt.pass_manager import PassManager
+
+    torch.manual_seed(0)
+    net = _MobileBlock().eval()
+    x = torch.randn(1, 8, 16, 16)
+    g = from_torch(net, (x,))
+    g = PassManager("specialize-shapes,(canonicalize,fold-constants,cse,dce)*,fuse-conv-bn").run(g).graph
+    res = legalize(g, load_profile("generic-npu-int8"))
+    assert res.violations == []
+    assert verify(net, g, [x], rtol=1e-3, atol=1e-4).ok
+    edge = legalize(g.copy(), load_profile("edgetpu-like"))  # no HardSwish/HardSigmoid there: Mul/Add/Clip
+    assert not {"hard_swish", "hard_sigmoid"} & set(ops(edge.graph)) and edge.violations == []
+    assert verify(net, edge.graph, [x], rtol=1e-3, atol=1e-4).ok
+
+
+# --------------------------------------------------------------------------------------- export (API)
+def test_default_fp32_export_writes_model_and_report(zoo_onnx, tmp_path):
+    out = tmp_path / "r20.onnx"
+    rep = export_model(zoo_onnx["resnet20"], out, latency_runs=3)
+    assert rep.ok and out.exists() and rep.fp32["ok"] and rep.fp32["max_abs_err"] < 1e-4
+    md, js = report_paths(out)
+    doc = json.loads(js.read_text())
+    assert doc["nodes_after"] < doc["nodes_before"] and doc["ops_before"]["Identity"] > 0
+    assert "Identity" not in doc["ops_after"] and doc["latency"]["after"]["median_ms"] > 0
+    assert "## Op histogram" in md.read_text()
+    assert verify(zoo_onnx["resnet20"], str(out)).ok
+
+
+def test_int8_export_quantizes_with_calibration_and_measures_agreement(zoo_onnx, tmp_path):
+    out = tmp_path / "r20_int8.onnx"
+    rep = export_model(zoo_onnx["resnet20"], out, target="generic-npu-int8", calib="cifar10-demo",
+                       calib_samples=32, eval_samples=64, latency_runs=2)
+    assert rep.ok and rep.violations == [] and out.exists()
+    m = onnx.load(str(out))
+    hist = Counter(n.op_type for n in m.graph.node)
+    assert hist["QuantizeLinear"] > 10 and hist["DequantizeLinear"] > hist["QuantizeLinear"]
+    w_scales = [t for t in m.graph.initializer if t.name.endswith("_scale") and len(t.dims) == 1 and t.dims[0] > 1]
+    assert w_scales, "per-channel weight scales expected"
+    q = rep.quantization
+    assert q["calibration"].startswith("cifar10-demo (train") and q["evaluation_samples"] == 64
+    assert q["top1_agreement"] >= 0.9 and q["float_islands"] == []
+    assert {r["legalizer"] for r in rep.rewrites} == {"strided-slice-avgpool"}
+
+
+def test_random_calibration_warns_loudly(zoo_onnx, tmp_path):
+    with pytest.warns(UserWarning, match="RANDOM inputs"):
+        rep = export_model(zoo_onnx["resnet20"], tmp_path / "r.onnx", target="generic-npu-int8", latency_runs=0,
+                           verify=False)
+    assert any("RANDOM" in w for w in rep.warnings)
+
+
+def test_fp16_target_converts_weights(zoo_onnx, tmp_path):
+    prof = profile_from(tmp_path, """
+        [target]
+        name = "fp16-npu"
+        activation_dtype = "fp16"
+        weight_dtype = "fp16"
+        [ops]
+        allow = ["Conv", "Relu", "Add", "Slice", "Pad", "GlobalAveragePool", "Flatten", "Gemm"]
+    """)
+    rep = export_model(zoo_onnx["resnet20"], tmp_path / "h.onnx", target=str(prof), latency_runs=0)
+    assert rep.ok and rep.quantization is None
+    m = onnx.load(str(tmp_path / "h.onnx"))
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in m.graph.initializer)
+
+
+# ---------------------------------------------------------------------------------------- export (CLI)
+def test_cli_exit_codes_and_nothing_half_written(zoo_onnx, tmp_path, monkeypatch):
+    out = tmp_path / "mlp_edge.onnx"
+    r = runner.invoke(app, ["export", zoo_onnx["mlp_gelu"], "-o", str(out), "--target", "edgetpu-like",
+                            "--calib", "random", "--latency-runs", "0"])
+    assert r.exit_code == 1, r.output
+    assert not out.exists() and report_paths(out)[1].exists()
+    doc = json.loads(report_paths(out)[1].read_text())
+    assert doc["status"] == "violations" and doc["violations"]
+    assert {"node", "op", "rule", "detail"} <= set(doc["violations"][0])
+    assert {(v["op"], v["rule"]) for v in doc["violations"]} >= {("LayerNormalization", "op-not-supported"),
+                                                                  ("Erf", "op-not-supported")}
+    assert "LayerNormalization" in r.output and "violation" in r.output
+    r = runner.invoke(app, ["export", zoo_onnx["mlp_gelu"], "-o", str(out), "--target", "edgetpu-like",
+                            "--calib", "random", "--latency-runs", "0", "--allow-violations"])
+    assert r.exit_code == 0 and out.exists()
+
+    r = runner.invoke(app, ["export", zoo_onnx["resnet20"], "-o", str(tmp_path / "x.onnx"), "-t", "npu9000"])
+    assert r.exit_code == 2 and "unknown target profile 'npu9000'" in r.output and "generic-npu-int8" in r.output
+    assert not (tmp_path / "x.onnx").exists() and not report_paths(tmp_path / "x.onnx")[1].exists()
+
+    (tmp_path / "user_pass.py").write_text(textwrap.dedent("""
+        from graphopt.pass_api import graph_pass
+
+        @graph_pass("explode-on-relu", "a buggy user pass")
+        def explode(graph):
+            for node in graph.nodes:
+                if node.op == "relu":
+                    raise KeyError("weights missing")
+            return 0
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out2 = tmp_path / "y.onnx"
+    r = runner.invoke(app, ["export", zoo_onnx["resnet20"], "-o", str(out2), "-p", "user_pass:explode",
+                            "--latency-runs", "0"])
+    assert r.exit_code == 2
+    assert "'explode-on-relu' failed at node" in r.output and "(relu)" in r.output
+    assert not out2.exists() and not report_paths(out2)[0].exists()
+
+    out3 = tmp_path / "ok.onnx"
+    r = runner.invoke(app, ["export", zoo_onnx["resnet20"], "-o", str(out3), "--input-shape", "1,3,32,32",
+                            "--latency-runs", "0", "--print-after", "fuse-slices"])
+    assert r.exit_code == 0, r.output
+    assert out3.exists() and "graph after fuse-slices" in r.output
+    r = runner.invoke(app, ["export", zoo_onnx["resnet20"], "-o", str(tmp_path / "bad.txt")])
+    assert r.exit_code == 2 and "ending in .onnx" in r.output
