@@ -1,0 +1,45 @@
+"""PO-NAS: per-architecture training-free metric optimisation (NeurIPS 2025), CPU-sized.
+
+Public API: :class:`ArchPool`, :class:`PONASRanker` (``pretrain``, ``fit``, ``weights``, ``score``,
+``search``), :class:`PONASConfig`, graph converters (:func:`nb201_graph`, :func:`graph_from_dag`), metric normalisation
+(:func:`normalize_metrics`) and the score/loss functions (:func:`ponas_score`, :func:`online_loss`).
+"""
+
+from .graphs import NB201_VOCAB, graph_from_dag, nb201_graph, parse_nb201
+from .metrics import DEFAULT_TRANSFORMS, PONAS_METRICS, normalize_metrics, signed_log
+from .model import (
+    GATEncoder,
+    PretrainHeads,
+    Surrogate,
+    align_loss,
+    normalize_weights,
+    online_loss,
+    pairwise_hinge,
+    pearson,
+    ponas_score,
+)
+from .ranker import ArchPool, PONASConfig, PONASRanker, SearchResult
+
+__all__ = [
+    "DEFAULT_TRANSFORMS",
+    "NB201_VOCAB",
+    "PONAS_METRICS",
+    "ArchPool",
+    "GATEncoder",
+    "PONASConfig",
+    "PONASRanker",
+    "PretrainHeads",
+    "SearchResult",
+    "Surrogate",
+    "align_loss",
+    "graph_from_dag",
+    "nb201_graph",
+    "normalize_metrics",
+    "normalize_weights",
+    "online_loss",
+    "pairwise_hinge",
+    "parse_nb201",
+    "pearson",
+    "ponas_score",
+    "signed_log",
+]
