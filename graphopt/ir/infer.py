@@ -136,7 +136,10 @@ def _meta_tensor(v: Value, table: dict[str, int]):
     if v.type.shape is None:
         raise ShapeInferenceError(f"value %{v.name} has unknown rank; pass --input-shape or fix its producer")
     shape = [d if isinstance(d, int) else _sentinel_for(table, d) for d in v.type.shape]
-    return torch.empty(shape, dtype=v.type.dtype.to_torch(), device="meta")
+    try:
+        return torch.empty(shape, dtype=v.type.dtype.to_torch(), device="meta")
+    except RuntimeError as e:  # e.g. a dim product overflowing int64 storage size (a shape bomb)
+        raise ShapeInferenceError(f"value %{v.name} has an impossible shape {v.type}: {e}") from None
 
 
 def _try_known(node: Node, opdef, table: dict[str, int]) -> None:
