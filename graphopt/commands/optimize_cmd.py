@@ -21,8 +21,11 @@ def register(app: typer.Typer) -> None:
         data: Annotated[str, typer.Option(help="cifar10 (from $GRAPHOPT_DATA_DIR or ../shared/data), "
                                                "cifar10-demo (bundled subset), an ImageFolder dir or an .npz "
                                                "with x/y.")] = "cifar10-demo",
-        objective: Annotated[str, typer.Option(help="accuracy,flops or accuracy,latency (onnxruntime, 1 "
-                                                    "thread).")] = "accuracy,flops",
+        objective: Annotated[str, typer.Option(help="accuracy,flops, accuracy,latency (onnxruntime, 1 thread) or "
+                                                    "accuracy,npu (analytic latency on --target).")]
+        = "accuracy,flops",
+        target: Annotated[str | None, typer.Option(help="NPU profile (generic-npu-int8, ethos-u55-like, "
+                                                        "edgetpu-like or a .toml); implies accuracy,npu.")] = None,
         budget: Annotated[str, typer.Option(help="Wall-clock budget for the search, e.g. 90s, 20m, 2h.")] = "5m",
         ranker: Annotated[str, typer.Option(help="train (short fine-tune, val accuracy), tse (training-speed "
                                                  "estimate) or psc (PSC predictor, no training).")] = "train",
@@ -54,6 +57,8 @@ def register(app: typer.Typer) -> None:
         from ..search.autogo import OptimizeConfig, parse_budget
         from ..search.autogo import optimize as run_optimize
 
+        if target and objective == "accuracy,flops":
+            objective = "accuracy,npu"
         parts = [p.strip() for p in objective.split(",")]
         if len(parts) != 2 or parts[0] != "accuracy":
             raise GraphoptError(f"--objective {objective!r}: write accuracy,flops or accuracy,latency")
@@ -62,7 +67,7 @@ def register(app: typer.Typer) -> None:
                              iterations=iterations, parents_per_iter=parents, mutants_per_parent=mutants,
                              cost_window=(0.0, cost_window), score_steps=score_steps, final_k=final_k,
                              final_epochs=final_epochs, train_size=train_size, seed=seed,
-                             segments_db=str(segments) if segments else None)
+                             segments_db=str(segments) if segments else None, target=target)
         if resume:
             cfg_file = run_dir / "config.json"
             if cfg_file.exists():

@@ -26,6 +26,14 @@ Schema (every key is checked; an unknown key or a wrong type is an error naming 
     fuse_conv_add_act = false          # target has Conv(+residual Add)(+activation) as one op (exported as
                                        # com.microsoft::FusedConv; limits of [ops.Conv] apply to it)
 
+    [perf]                             # optional: the roofline used by npu.latency.estimate_latency
+    macs_per_cycle = 512               # int8 MACs per cycle of the MAC array
+    clock_mhz = 800
+    bandwidth_gbps = 8.0               # external memory bandwidth, GB/s
+    vector_ops_per_cycle = 64          # element-wise / LUT unit throughput
+    host_gflops = 20.0                 # the host CPU that runs ops the target does not accept
+    fallback_overhead_us = 50.0        # per hand-over to the host and back
+
     [ops]
     allow = ["Relu", "Add", ...]       # ops accepted without limits
 
@@ -133,6 +141,29 @@ class OpLimits:
     notes: str = ""
 
 
+_PERF_KEYS: dict[str, float] = {
+    # key: default (a generic edge NPU: 512 int8 MAC/cycle at 800 MHz ~ 0.8 TOPS, LPDDR4-class bandwidth)
+    "macs_per_cycle": 512.0,
+    "clock_mhz": 800.0,
+    "bandwidth_gbps": 8.0,
+    "vector_ops_per_cycle": 64.0,
+    "host_gflops": 20.0,
+    "fallback_overhead_us": 50.0,
+}
+
+
+@dataclass(frozen=True)
+class Perf:
+    """Throughput figures for the analytic latency estimate (see :mod:`graphopt.npu.latency`)."""
+
+    macs_per_cycle: float = 512.0
+    clock_mhz: float = 800.0
+    bandwidth_gbps: float = 8.0
+    vector_ops_per_cycle: float = 64.0
+    host_gflops: float = 20.0
+    fallback_overhead_us: float = 50.0
+
+
 @dataclass(frozen=True)
 class Profile:
     name: str
@@ -155,6 +186,7 @@ class Profile:
     ops: dict[str, OpLimits]
     fuse_conv_add_act: bool = False
     path: str = ""
+    perf: Perf = field(default_factory=Perf)
 
     @property
     def quantized(self) -> bool:
@@ -214,9 +246,10 @@ def load_profile(name_or_path: str | Path) -> Profile:
 
 def parse_profile(doc: dict[str, Any], where: str = "<profile>") -> Profile:
     """Validate a parsed TOML document and build the :class:`Profile`."""
-    unknown = set(doc) - {"target", "ops"}
+    unknown = set(doc) - {"target", "ops", "perf"}
     if unknown:
-        raise ProfileError(f"{where}: unknown top-level table(s) {sorted(unknown)}; a profile has [target] and [ops]")
+        raise ProfileError(f"{where}: unknown top-level table(s) {sorted(unknown)}; a profile has [target], [ops] "
+                           f"and optionally [perf]")
     tgt = doc.get("target")
     if not isinstance(tgt, dict):
         raise ProfileError(f"{where}: missing [target] table")
@@ -253,7 +286,21 @@ def parse_profile(doc: dict[str, Any], where: str = "<profile>") -> Profile:
         weight_dtype=vals["weight_dtype"], per_channel=vals["per_channel"],
         channel_alignment=vals["channel_alignment"], pad_channels=vals["pad_channels"],
         max_tensor_bytes=vals["max_tensor_bytes"], max_dim=vals["max_dim"], float_fallback=vals["float_fallback"],
-        ops=ops, fuse_conv_add_act=vals["fuse_conv_add_act"], path=where)
+        ops=ops, fuse_conv_add_act=vals["fuse_conv_add_act"], path=where, perf=_parse_perf(doc.get("perf", {}), where))
+
+
+def _parse_perf(tbl: Any, where: str) -> Perf:
+    if not isinstance(tbl, dict):
+        raise ProfileError(f"{where}: [perf] must be a table")
+    vals: dict[str, float] = {}
+    for k, v in tbl.items():
+        if k not in _PERF_KEYS:
+            raise ProfileError(f"{where}: [perf] has unknown key {k!r}{_suggest(k, _PERF_KEYS)}; "
+                               f"allowed: {', '.join(_PERF_KEYS)}")
+        if isinstance(v, bool) or not isinstance(v, int | float) or v <= 0:
+            raise ProfileError(f"{where}: [perf] {k} must be a positive number, got {v!r}")
+        vals[k] = float(v)
+    return Perf(**vals)
 
 
 def _parse_ops(tbl: Any, where: str) -> dict[str, OpLimits]:

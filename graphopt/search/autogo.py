@@ -9,7 +9,8 @@ Protocol (documented so results are reproducible):
    ``tse``: the same short training, scored by −TSE-E (sum of the last epoch's training losses; lower loss
    ranks higher), as an early-stopping ranker.
    ``psc``: the PSC predictor's score (no training during the search).
-2. Cost is FLOPs (registry rules, batch 1) or onnxruntime latency (1 thread, median of 20).
+2. Cost is FLOPs (registry rules, batch 1), onnxruntime latency (1 thread, median of 20), or a target NPU
+   profile's analytic latency (``--target``, :mod:`graphopt.npu.latency`).
 3. After the search, the original and the top ``final_k`` Pareto candidates are trained with one identical
    recipe (``final_epochs`` epochs of SGD + cosine from their current weights) and evaluated on the test split;
    the best is the most accurate candidate whose cost does not exceed the original's (or the most accurate
@@ -51,6 +52,7 @@ class OptimizeConfig:
     final_epochs: int = 2
     seed: int = 0
     segments_db: str | None = None
+    target: str | None = None  # NPU profile for objective "npu" (analytic latency, graphopt.npu.latency)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,7 +70,7 @@ def parse_budget(text: str) -> float:
         raise GraphoptError(f"--budget {text!r}: write e.g. 90s, 20m or 1.5h") from None
 
 
-def _cost_fn(objective: str) -> Callable[[Graph], float]:
+def _cost_fn(objective: str, target: str | None = None) -> Callable[[Graph], float]:
     from ..ir.cost import graph_cost
     from ..ir.infer import set_input_shapes
 
@@ -90,9 +92,28 @@ def _cost_fn(objective: str) -> Callable[[Graph], float]:
         from ..eval.cost import onnx_latency
 
         return lambda g: onnx_latency(static_copy(g), runs=20) * 1e3
+    if objective == "npu":
+        from ..errors import GraphoptError
+        from ..npu.latency import estimate_latency
+        from ..npu.profiles import load_profile
+
+        if not target:
+            raise GraphoptError("--objective accuracy,npu needs --target PROFILE (see graphopt export --help)")
+        profile = load_profile(target)
+
+        def npu_ms(g: Graph) -> float:
+            from ..pass_manager import run_pipeline
+
+            c = g.copy()
+            set_input_shapes(c, {v.name: [d if isinstance(d, int) else profile.batch for d in (v.type.shape or ())]
+                                 for v in c.inputs})
+            c = run_pipeline(c, "fuse-conv-bn,dce", verify_ir=False).graph  # as export will: BN into the conv
+            return estimate_latency(c, profile).total_ms
+
+        return npu_ms
     from ..errors import GraphoptError
 
-    raise GraphoptError(f"--objective accuracy,{objective}: the cost is 'flops' or 'latency'")
+    raise GraphoptError(f"--objective accuracy,{objective}: the cost is 'flops', 'latency' or 'npu'")
 
 
 def _write_back(graph: Graph, module) -> None:
@@ -128,12 +149,24 @@ class Trainer:
         return {"score": acc if self.cfg.ranker == "train" else -float(np.mean(tail)), "val_accuracy": acc,
                 "tse_e": float(np.sum(tail)), "train_seconds": res.train_time}
 
-    def final_train(self, graph: Graph) -> dict[str, Any]:
+    def step_seconds(self, graph: Graph, steps: int = 3) -> float:
+        """Measured seconds per training step of ``graph`` (after one warm-up step), on a throwaway copy."""
+        from ..backends.torch import to_torch
+        from ..eval.train import TrainConfig, train_model
+
+        m = to_torch(graph.copy())
+        train_model(m, self.splits.train, TrainConfig(steps=1, batch_size=self.cfg.batch_size, eval_every=0,
+                                                      seed=self.cfg.seed))
+        res = train_model(m, self.splits.train, TrainConfig(steps=steps, batch_size=self.cfg.batch_size,
+                                                            eval_every=0, seed=self.cfg.seed))
+        return res.train_time / max(1, res.steps)
+
+    def final_train(self, graph: Graph, epochs: float | None = None) -> dict[str, Any]:
         from ..backends.torch import to_torch
         from ..eval.train import TrainConfig, evaluate, train_model
 
         m = to_torch(graph)
-        tc = TrainConfig(epochs=self.cfg.final_epochs, batch_size=self.cfg.batch_size, lr=self.cfg.lr,
+        tc = TrainConfig(epochs=epochs or self.cfg.final_epochs, batch_size=self.cfg.batch_size, lr=self.cfg.lr,
                          schedule="cosine", seed=self.cfg.seed, augment=True)
         res = train_model(m, self.splits.train, tc)
         test = evaluate(m, self.splits.test, batch_size=256)
@@ -171,7 +204,7 @@ def optimize(
     splits = load_dataset(cfg.data, seed=cfg.seed, train_size=cfg.train_size)
     _check_model_matches_data(graph, splits)
     trainer = Trainer(splits, cfg)
-    cost = _cost_fn(cfg.objective)
+    cost = _cost_fn(cfg.objective, cfg.target)
     store = ResultStore.open(run_dir)
     store.meta["config"] = cfg.to_json()
     if cfg.ranker in ("train", "tse"):
@@ -185,28 +218,63 @@ def optimize(
         from ..errors import GraphoptError
 
         raise GraphoptError(f"--ranker {cfg.ranker!r}: choose train, tse or psc")
+    t_begin = time.monotonic()
+    final_epochs, search_budget = _plan_budget(graph, trainer, cfg, log)
     evo = ParetoEvolution(
         mutate=_mutator(cfg.segments_db), score=score, cost=cost, store=store, run_dir=run_dir,
         config=EvolutionConfig(iterations=cfg.iterations, parents_per_iter=cfg.parents_per_iter,
                                mutants_per_parent=cfg.mutants_per_parent, cost_window=cfg.cost_window,
-                               budget_seconds=cfg.budget_seconds * 0.7, seed=cfg.seed),
+                               budget_seconds=search_budget, seed=cfg.seed),
         progress=progress)
     t0 = time.monotonic()
+    # The evolution's clock starts after the seed is scored: charge that scoring to the search budget.
+    orig_score = evo.score_fn
+
+    def score_and_rebudget(g: Graph, parent):
+        res = orig_score(g, parent)
+        if parent is None:
+            evo.cfg.budget_seconds = max(0.0, search_budget - (time.monotonic() - t0))
+        return res
+
+    evo.score_fn = score_and_rebudget
     front = evo.run(graph)
     search_s = time.monotonic() - t0
     seed_hash = store.meta["seed_hash"]
     seed = evo.population[seed_hash]
     finalists = [seed] + [c for c in sorted(front, key=lambda c: -c.score) if c.hash != seed_hash][: cfg.final_k]
     log(f"search: {len(evo.population)} candidates in {search_s:.0f}s; training {len(finalists)} finalists "
-        f"({cfg.final_epochs} epochs each, identical recipe)")
+        f"({final_epochs} epochs each, identical recipe)")
     final: dict[str, dict[str, Any]] = {}
     for c in finalists:
-        final[c.hash] = trainer.final_train(c.graph)
+        final[c.hash] = trainer.final_train(c.graph, epochs=final_epochs)
+    log(f"total {time.monotonic() - t_begin:.0f}s (budget {cfg.budget_seconds:.0f}s)")
     eligible = [c for c in finalists if c.cost <= seed.cost] or finalists
     best = max(eligible, key=lambda c: (final[c.hash]["test_accuracy"], -c.cost))
     result = _write_outputs(out_dir, evo, front, seed, best, final, cfg, store, search_s)
     store.close()
     return result
+
+
+def _plan_budget(graph: Graph, trainer: Trainer, cfg: OptimizeConfig,
+                 log: Callable[[str], None]) -> tuple[float, float]:
+    """Split the wall-clock budget between the search and the final training, from a measured step time.
+
+    Why measure: the budget is the user's promise about wall time, and the final identical-recipe training of
+    ``final_k + 1`` models is the largest fixed cost. It gets at most half the budget (its epochs shrink to
+    fit, never below a tenth of an epoch); the search gets the rest. Returns (final_epochs, search_seconds).
+    """
+    import math
+
+    sec_step = trainer.step_seconds(graph)
+    steps_per_epoch = math.ceil(len(trainer.splits.train) / cfg.batch_size)
+    n_models = cfg.final_k + 1
+    per_epoch = 1.2 * sec_step * steps_per_epoch * n_models  # 20% for evaluation and emission
+    epochs = float(cfg.final_epochs)
+    if per_epoch * epochs > 0.5 * cfg.budget_seconds:
+        epochs = max(0.1, round(0.5 * cfg.budget_seconds / per_epoch, 2))
+        log(f"final training shortened to {epochs} epochs to fit --budget ({sec_step:.2f}s per step measured)")
+    search = max(0.0, cfg.budget_seconds - per_epoch * epochs)
+    return epochs, search
 
 
 def _check_model_matches_data(graph: Graph, splits) -> None:
@@ -241,7 +309,7 @@ def _write_outputs(out_dir: Path, evo: ParetoEvolution, front: list[Candidate], 
 
     points = [row(c) for c in evo.population.values()]
     front_rows = [row(c) for c in front]
-    doc = {"objective": cfg.objective, "cost_unit": "FLOPs" if cfg.objective == "flops" else "ms",
+    doc = {"objective": cfg.objective, "cost_unit": {"flops": "FLOPs"}.get(cfg.objective, "ms"),
            "ranker": cfg.ranker, "seed": row(seed), "best": row(best), "front": front_rows,
            "finalists": {h: v for h, v in final.items()}, "stats": evo.stats, "search_seconds": search_s,
            "config": cfg.to_json()}
