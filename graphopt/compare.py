@@ -76,7 +76,7 @@ def run_model(model: Any, inputs: list[np.ndarray]) -> list[np.ndarray]:
         model = to_torch(model).eval()
     if isinstance(model, torch.nn.Module):
         with torch.no_grad():
-            res = model(*[torch.from_numpy(np.ascontiguousarray(x)) for x in inputs])
+            res = model(*[torch.from_numpy(np.asarray(x).copy(order="C")) for x in inputs])
         flat = _flatten(res)
         return [t.detach().cpu().numpy() for t in flat]
     import onnxruntime as ort

@@ -109,8 +109,11 @@ def _load_bundle(path: Path, *, trust: bool, example_inputs: tuple | None) -> Gr
     except (RuntimeError, EOFError, OSError) as e:
         raise ModelLoadError(f"{path}: cannot read .pt file ({e}); it may be truncated or corrupt") from e
     if isinstance(obj, dict) and obj.get("format") == BUNDLE_FORMAT:
-        doc = json.loads(obj["ir"])
-        arrays = {k: t.numpy() for k, t in obj["constants"].items()}
+        try:
+            doc = json.loads(obj["ir"])
+            arrays = {k: t.numpy() for k, t in obj["constants"].items()}
+        except (KeyError, TypeError, AttributeError, ValueError, RuntimeError, RecursionError) as e:
+            raise ModelLoadError(f"{path}: corrupt graphopt bundle ({type(e).__name__}: {e})") from e
         return graph_from_json(doc, arrays, str(path))
     raise ModelLoadError(
         f"{path}: a state dict has weights but no graph; load it into your module and pass the module (or export "
@@ -163,7 +166,7 @@ def bundle_bytes(graph: Graph) -> bytes:
         "format": BUNDLE_FORMAT,
         "ir": json.dumps(graph_to_json(graph)),
         "source": to_python_source(graph),
-        "constants": {k: torch.from_numpy(np.ascontiguousarray(v.const).copy()) for k, v in graph.constants.items()},
+        "constants": {k: torch.from_numpy(np.asarray(v.const).copy(order="C")) for k, v in graph.constants.items()},
     }
     buf = io.BytesIO()
     torch.save(obj, buf)

@@ -25,7 +25,7 @@ def _evaluate(node):
         if opdef.input_spec(i).static:
             args.append(arr.tolist())
         else:
-            args.append(torch.from_numpy(np.ascontiguousarray(arr).copy()))
+            args.append(torch.from_numpy(np.asarray(arr).copy(order="C")))
     with torch.no_grad():
         res = opdef.fn(*args, **node.attrs)
     outs = list(res) if isinstance(res, tuple | list) else [res]

@@ -567,8 +567,8 @@ def dedup_constants(graph: Graph) -> dict[str, int]:
     for v in list(graph.constants.values()):
         if v.const is None or not v.uses:
             continue
-        a = np.ascontiguousarray(v.const)
-        key = (a.dtype.str, a.shape, hashlib.blake2b(a.view(np.uint8).reshape(-1), digest_size=16).digest())
+        a = np.ascontiguousarray(v.const)  # 1-d even for a scalar: the key takes the true shape below
+        key = (a.dtype.str, np.shape(v.const), hashlib.blake2b(a.view(np.uint8).reshape(-1), digest_size=16).digest())
         prev = seen.get(key)
         if prev is None:
             seen[key] = v

@@ -251,3 +251,13 @@ def test_corrupt_ir_files_give_clear_errors(tmp_path):
     w.write_bytes(w.read_bytes()[:50])
     with pytest.raises(IRFormatError, match="corrupt weights"):
         load(p)
+
+
+def test_scalar_constants_round_trip_with_their_rank(tmp_path):
+    """0-d constants (e.g. a mutation's scalar multiplier) keep shape () through save/load."""
+    g = Graph("s")
+    x = g.add_input("x", TensorType(DType.float32, (2,)))
+    c = g.add_const("c", np.asarray(2.0, dtype=np.float32), "param")
+    g.set_outputs([g.create_node("mul", [x, c]).output])
+    back = load(save(g, tmp_path / "s.json"))
+    assert back.constants["c"].const.shape == () and back.constants["c"].const == np.float32(2.0)

@@ -1,0 +1,144 @@
+"""``graphopt optimize`` end to end on a small CNN and the bundled CIFAR-10 subset: the files it writes are
+runnable and agree with each other, and a run SIGKILLed mid-search resumes without losing or re-scoring."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from graphopt.backends.onnx import to_onnx
+from graphopt.frontends.torch import from_torch
+
+GRAPHOPT = [sys.executable, "-m", "graphopt.cli", "optimize"]
+SMALL = ["--train-size", "200", "--score-steps", "3", "--final-k", "1", "--final-epochs", "1", "--parents", "2",
+         "--mutants", "2", "--cost-window", "1.5"]
+
+
+class SmallNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU())
+        self.block = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                                   nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8))
+        self.down = nn.Sequential(nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = torch.relu(x + self.block(x))
+        x = self.down(x)
+        return self.head(x.mean((2, 3)))
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    net = SmallNet().eval()
+    g = from_torch(net, (torch.randn(2, 3, 32, 32),), dynamic_batch=True)
+    p = tmp_path_factory.mktemp("m") / "small.onnx"
+    to_onnx(g, path=p)
+    return p
+
+
+def _run(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(GRAPHOPT + args, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def _done_rows(db: Path) -> dict[str, tuple[str, int, float]]:
+    with sqlite3.connect(db) as c:
+        assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        rows = c.execute("SELECT hash, metrics, n_finished, finished_at FROM candidates WHERE status='done'")
+        return {h: (m, n, t) for h, m, n, t in rows}
+
+
+def test_optimize_writes_consistent_runnable_outputs(model_file, tmp_path):
+    out = tmp_path / "out"
+    r = _run([str(model_file), "-o", str(out), "--budget", "60s", "--iterations", "2", *SMALL], tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for f in ("best.onnx", "best.pt", "best.py", "pareto.json", "report.html"):
+        assert (out / f).is_file(), f
+    doc = json.loads((out / "pareto.json").read_text())
+    assert doc["seed"]["test_accuracy"] is not None and doc["best"]["hash"] in {doc["seed"]["hash"]} | {
+        p["hash"] for p in doc["front"]}
+    assert doc["best"]["cost"] <= doc["seed"]["cost"] * 1.5
+    # The three emitted forms of the best model compute the same function.
+    from graphopt.modelio import load_model
+    from graphopt.backends.torch import to_torch
+
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    sess = ort.InferenceSession(str(out / "best.onnx"), providers=["CPUExecutionProvider"])
+    y_onnx = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    y_pt = to_torch(load_model(out / "best.pt")).eval()(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(y_pt, y_onnx, rtol=1e-4, atol=1e-4)
+    # Every candidate of the run was scored exactly once.
+    (run,) = list((tmp_path / "graphopt-runs").iterdir())
+    rows = _done_rows(run / "runs.sqlite")
+    assert len(rows) >= 1 and all(n == 1 for _, n, _ in rows.values())
+
+
+def test_npu_target_objective_uses_profile_latency(model_file, tmp_path):
+    out = tmp_path / "out"
+    r = _run([str(model_file), "-o", str(out), "--budget", "40s", "--iterations", "1", "--target", "ethos-u55-like",
+              *SMALL], tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    doc = json.loads((out / "pareto.json").read_text())
+    assert doc["objective"] == "npu" and doc["cost_unit"] == "ms"
+    from graphopt.frontends.onnx import load_onnx
+    from graphopt.ir.infer import set_input_shapes
+    from graphopt.npu.latency import estimate_latency
+    from graphopt.npu.profiles import load_profile
+    from graphopt.pass_manager import run_pipeline
+
+    g = load_onnx(model_file)
+    set_input_shapes(g, {g.inputs[0].name: [1, 3, 32, 32]})
+    g = run_pipeline(g, "fuse-conv-bn,dce").graph
+    assert doc["seed"]["cost"] == pytest.approx(estimate_latency(g, load_profile("ethos-u55-like")).total_ms)
+
+
+def test_sigkill_mid_search_then_resume_loses_nothing(model_file, tmp_path):
+    args = [str(model_file), "-o", str(tmp_path / "out"), "--budget", "10m", "--iterations", "6", *SMALL]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(GRAPHOPT + args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=env)
+    runs = tmp_path / "graphopt-runs"
+    deadline = time.monotonic() + 300
+    before: dict = {}
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            dbs = list(runs.glob("*/runs.sqlite")) if runs.exists() else []
+            if dbs:
+                try:
+                    before = _done_rows(dbs[0])
+                except sqlite3.OperationalError:
+                    before = {}
+                if len(before) >= 3:
+                    break
+            time.sleep(0.2)
+        assert proc.poll() is None, "the search finished before it could be killed: " + proc.stderr.read().decode()
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    (run,) = list(runs.iterdir())
+    before = _done_rows(run / "runs.sqlite")
+    assert len(before) >= 3
+    r = _run([*args, "--resume", run.name], tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    after = _done_rows(run / "runs.sqlite")
+    for h, (metrics, n, finished) in before.items():  # kept, not re-scored
+        assert after[h] == (metrics, n, finished)
+    assert all(n == 1 for _, n, _ in after.values())
+    assert (tmp_path / "out" / "best.onnx").is_file()
