@@ -14,36 +14,16 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from _helpers import run_ir
 
 import graphopt.backends.onnx as onnx_backend
 from graphopt.backends.onnx import OnnxEmitter, OnnxExportError, to_onnx
 from graphopt.frontends.onnx import load_onnx
 from graphopt.ir.graph import Graph, Node
-from graphopt.ir.registry import In, get_op, op, set_onnx_export
+from graphopt.ir.registry import In, op, set_onnx_export
 from graphopt.ir.types import DType, TensorType
 
 RNG = np.random.default_rng(0)
-
-
-def run_ir(g: Graph, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    """Reference execution of the IR: every node's registry implementation on CPU tensors, in order."""
-    env: dict[int, object] = {id(v): torch.from_numpy(np.array(feeds[v.name])) for v in g.inputs}
-    env.update({id(v): torch.from_numpy(np.array(v.const)) for v in g.constants.values()})
-    for n in g.nodes:
-        od = get_op(n.op)
-        args = []
-        for i, v in enumerate(n.inputs):
-            if v is None:
-                args.append(None)
-            elif od.input_spec(i).static and v.is_const:
-                args.append(np.asarray(v.const).tolist())
-            else:
-                args.append(env[id(v)])
-        with torch.no_grad():
-            res = od.fn(*args, **n.attrs)
-        for o, t in zip(n.outputs, res if isinstance(res, tuple | list) else [res], strict=True):
-            env[id(o)] = t
-    return [np.asarray(env[id(v)]) for v in g.outputs]  # type: ignore[arg-type]
 
 
 def run_ort(model, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:

@@ -66,7 +66,7 @@ def _done_rows(db: Path) -> dict[str, tuple[str, int, float]]:
 
 def test_optimize_writes_consistent_runnable_outputs(model_file, tmp_path):
     out = tmp_path / "out"
-    r = _run([str(model_file), "-o", str(out), "--budget", "60s", "--iterations", "2", *SMALL], tmp_path)
+    r = _run([str(model_file), "-o", str(out), "--budget", "30s", "--iterations", "2", *SMALL], tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     for f in ("best.onnx", "best.pt", "best.py", "pareto.json", "report.html"):
         assert (out / f).is_file(), f
@@ -75,8 +75,8 @@ def test_optimize_writes_consistent_runnable_outputs(model_file, tmp_path):
         p["hash"] for p in doc["front"]}
     assert doc["best"]["cost"] <= doc["seed"]["cost"] * 1.5
     # The three emitted forms of the best model compute the same function.
-    from graphopt.modelio import load_model
     from graphopt.backends.torch import to_torch
+    from graphopt.modelio import load_model
 
     x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
     sess = ort.InferenceSession(str(out / "best.onnx"), providers=["CPUExecutionProvider"])
@@ -91,7 +91,7 @@ def test_optimize_writes_consistent_runnable_outputs(model_file, tmp_path):
 
 def test_npu_target_objective_uses_profile_latency(model_file, tmp_path):
     out = tmp_path / "out"
-    r = _run([str(model_file), "-o", str(out), "--budget", "40s", "--iterations", "1", "--target", "ethos-u55-like",
+    r = _run([str(model_file), "-o", str(out), "--budget", "20s", "--iterations", "1", "--target", "ethos-u55-like",
               *SMALL], tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     doc = json.loads((out / "pareto.json").read_text())
@@ -109,7 +109,7 @@ def test_npu_target_objective_uses_profile_latency(model_file, tmp_path):
 
 
 def test_sigkill_mid_search_then_resume_loses_nothing(model_file, tmp_path):
-    args = [str(model_file), "-o", str(tmp_path / "out"), "--budget", "10m", "--iterations", "6", *SMALL]
+    args = [str(model_file), "-o", str(tmp_path / "out"), "--budget", "10m", "--iterations", "3", *SMALL]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(GRAPHOPT + args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env=env)

@@ -19,14 +19,7 @@ from graphopt.predictors.ponas import (
     ponas_score,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tests run many tiny ops: one thread avoids oversubscription slow-downs on shared CPUs."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY = dict(hidden=16, heads=2, surrogate_dim=16, attn_heads=4, pretrain_epochs=3, pretrain_batch=64)

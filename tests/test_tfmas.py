@@ -10,14 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from graphopt.predictors import tfmas
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tests run many tiny ops: one thread avoids oversubscription slow-downs on shared CPUs."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class TinySSDStack(nn.Module):
