@@ -27,7 +27,9 @@ test: install
 	$(PY) -m pytest -q -n $(JOBS) --dist loadfile $(PYTEST_ARGS)
 
 demo: install
-	$(VENV)/bin/graphopt optimize graphopt/data/demo_resnet.onnx --data cifar10-demo --budget 3m -o out/demo
+	$(VENV)/bin/graphopt optimize graphopt/data/demo_resnet.onnx --data cifar10-demo --budget 210s --score-steps 8 \
+		--iterations 20 --final-k 2 -o out/demo
+	@echo "open out/demo/report.html for the Pareto plot, the candidates and the rewritten segments"
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..ir.graph import Graph
 from ..ir.serialize import atomic_write_bytes
-from .evolution import Candidate, EvolutionConfig, ParetoEvolution
+from .evolution import Candidate, EvolutionConfig, ParetoEvolution, pareto_front
 
 
 @dataclass
@@ -219,21 +219,27 @@ def optimize(
 
         raise GraphoptError(f"--ranker {cfg.ranker!r}: choose train, tse or psc")
     t_begin = time.monotonic()
-    final_epochs, search_budget = _plan_budget(graph, trainer, cfg, log)
+    final_epochs, per_model_s = _plan_budget(graph, trainer, cfg, log)
+    deadline = t_begin + cfg.budget_seconds
     evo = ParetoEvolution(
         mutate=_mutator(cfg.segments_db), score=score, cost=cost, store=store, run_dir=run_dir,
         config=EvolutionConfig(iterations=cfg.iterations, parents_per_iter=cfg.parents_per_iter,
                                mutants_per_parent=cfg.mutants_per_parent, cost_window=cfg.cost_window,
-                               budget_seconds=search_budget, seed=cfg.seed),
+                               budget_seconds=cfg.budget_seconds, seed=cfg.seed),
         progress=progress)
     t0 = time.monotonic()
-    # The evolution's clock starts after the seed is scored: charge that scoring to the search budget.
+    evo_start = [t0]
     orig_score = evo.score_fn
 
     def score_and_rebudget(g: Graph, parent):
+        """After every scoring, leave exactly the time the final training of the current front will need."""
         res = orig_score(g, parent)
-        if parent is None:
-            evo.cfg.budget_seconds = max(0.0, search_budget - (time.monotonic() - t0))
+        now = time.monotonic()
+        if parent is None:  # the seed: the evolution's own clock starts after it
+            evo_start[0] = now
+        n_front = len([c for c in pareto_front(list(evo.population.values())) if c.parent is not None])
+        n_final = 1 + min(cfg.final_k, n_front + 1)  # +1: this candidate may join the front
+        evo.cfg.budget_seconds = max(0.0, deadline - n_final * per_model_s - evo_start[0])
         return res
 
     evo.score_fn = score_and_rebudget
@@ -257,24 +263,24 @@ def optimize(
 
 def _plan_budget(graph: Graph, trainer: Trainer, cfg: OptimizeConfig,
                  log: Callable[[str], None]) -> tuple[float, float]:
-    """Split the wall-clock budget between the search and the final training, from a measured step time.
+    """Size the final training from a measured step time: returns (final_epochs, seconds per final model).
 
     Why measure: the budget is the user's promise about wall time, and the final identical-recipe training of
-    ``final_k + 1`` models is the largest fixed cost. It gets at most half the budget (its epochs shrink to
-    fit, never below a tenth of an epoch); the search gets the rest. Returns (final_epochs, search_seconds).
+    up to ``final_k + 1`` models is the largest fixed cost. It gets at most half the budget (its epochs shrink
+    to fit, never below a tenth of an epoch); the search gets the rest, re-planned after every candidate from
+    the number of finalists the current front actually has.
     """
     import math
 
     sec_step = trainer.step_seconds(graph)
     steps_per_epoch = math.ceil(len(trainer.splits.train) / cfg.batch_size)
     n_models = cfg.final_k + 1
-    per_epoch = 1.2 * sec_step * steps_per_epoch * n_models  # 20% for evaluation and emission
+    per_epoch = 1.2 * sec_step * steps_per_epoch  # per model; 20% for evaluation and emission
     epochs = float(cfg.final_epochs)
-    if per_epoch * epochs > 0.5 * cfg.budget_seconds:
-        epochs = max(0.1, round(0.5 * cfg.budget_seconds / per_epoch, 2))
+    if per_epoch * epochs * n_models > 0.5 * cfg.budget_seconds:
+        epochs = max(0.1, round(0.5 * cfg.budget_seconds / (per_epoch * n_models), 2))
         log(f"final training shortened to {epochs} epochs to fit --budget ({sec_step:.2f}s per step measured)")
-    search = max(0.0, cfg.budget_seconds - per_epoch * epochs)
-    return epochs, search
+    return epochs, per_epoch * epochs
 
 
 def _check_model_matches_data(graph: Graph, splits) -> None:
