@@ -16,6 +16,8 @@ running stats, MaxPool indices) are unsupported when used; model-local functions
 
 from __future__ import annotations
 
+import functools
+import math
 import os
 import warnings
 from collections.abc import Callable
@@ -24,11 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ModelLoadError
+from ..errors import USER_ERRORS, ModelLoadError
 from ..ir.graph import Graph, Value
 from ..ir.infer import ShapeInferenceError
 from ..ir.registry import OpDef, UnsupportedOpError, get_op, op_for_onnx, unsupported_message
 from ..ir.types import DType, TensorType
+from ..limits import LimitExceededError, check_bytes, check_depth, check_dims, check_nodes, current_limits
 
 FOLD_MAX_ELEMENTS = 64 * 1024 * 1024
 """Constant subgraphs are folded only when each output has at most this many elements."""
@@ -56,6 +59,7 @@ def load_onnx(
     folder and must stay inside it.
     """
     model, base, label, owned = _read_model(path_or_model)
+    check_model_limits(model, label)
     _load_external_data(model, base, label)
     if len(model.functions):
         try:
@@ -64,6 +68,7 @@ def load_onnx(
             model = onnx.inliner.inline_local_functions(model)
         except Exception as e:  # noqa: BLE001 - named in the message
             raise ModelLoadError(f"{label}: cannot inline the model's local functions ({e})") from e
+        check_nodes(f"{label} (after inlining its local functions)", len(model.graph.node))
     opset = None
     for o in model.opset_import:
         if o.domain in DEFAULT_DOMAINS:
@@ -111,6 +116,10 @@ def _read_model(src: Any) -> tuple[Any, Path | None, str, bool]:
         try:
             model.ParseFromString(data)
         except (DecodeError, RuntimeError, ValueError) as e:
+            if "MaxDepth" in str(e):
+                raise LimitExceededError(
+                    f"{path}: messages are nested deeper than protobuf decodes (100 levels, about 32 nested "
+                    f"If/Loop/Scan bodies); a subgraph-depth bomb or a corrupt file") from e
             raise ModelLoadError(f"{path}: not a readable ONNX model (protobuf decoding failed: {e}); the file "
                                  f"is truncated or corrupt") from e
         base = path.resolve().parent
@@ -135,6 +144,122 @@ def _all_tensors(graph) -> list:
             if a.HasField("sparse_tensor"):
                 out += [a.sparse_tensor.values, a.sparse_tensor.indices]
     return out
+
+
+_PACKED_BITS = {"INT4": 4, "UINT4": 4, "FLOAT4E2M1": 4, "INT2": 2, "UINT2": 2, "FLOAT6E2M3": 6, "FLOAT6E3M2": 6}
+
+
+def _elem_bits(elem_type: int) -> int | None:
+    """Bits per element of an ONNX element type (None for strings and unknown types: no byte count)."""
+    import onnx
+
+    try:
+        name = onnx.TensorProto.DataType.Name(int(elem_type))
+        if name in ("STRING", "UNDEFINED"):
+            return None
+        return _PACKED_BITS.get(name) or 8 * onnx.helper.tensor_dtype_to_np_dtype(int(elem_type)).itemsize
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _expected_bytes(t) -> int | None:
+    """The bytes a tensor's dims and type call for (packed types round up), or None when unknown."""
+    bits = _elem_bits(t.data_type)
+    if bits is None or any(d < 0 for d in t.dims):
+        return None
+    n = 1
+    for d in t.dims:
+        n *= d
+    return (n * bits + 7) // 8
+
+
+def _check_tensor(t, where: str) -> None:
+    """Refuse a tensor whose dims break the limits, or whose inline bytes disagree with its dims."""
+    import onnx
+
+    bits = _elem_bits(t.data_type)
+    check_dims(f"{where}: tensor {t.name!r}", list(t.dims), max(1, (bits or 8) // 8))
+    if t.data_location == onnx.TensorProto.EXTERNAL or not t.HasField("raw_data"):
+        return  # external data is checked before it is read; typed fields are checked when decoded
+    want = _expected_bytes(t)
+    if want is not None and len(t.raw_data) != want:
+        raise ModelLoadError(f"{where}: tensor {t.name!r} declares dims {list(t.dims)} "
+                             f"({onnx.TensorProto.DataType.Name(t.data_type)}), which need {want:,} bytes, but "
+                             f"holds {len(t.raw_data):,} bytes of data (the file is truncated or corrupt)")
+
+
+def _check_type(tp, where: str, *, count_bytes: bool) -> None:
+    if not tp.HasField("tensor_type") or not tp.tensor_type.HasField("shape"):
+        return
+    tt = tp.tensor_type
+    dims = [int(d.dim_value) if d.HasField("dim_value") else None for d in tt.shape.dim]
+    bits = _elem_bits(tt.elem_type) if count_bytes else None
+    check_dims(where, dims, max(1, (bits or 8) // 8) if count_bytes else 0)
+
+
+def _check_text(where: str, what: str, texts: list) -> None:
+    """Protobuf hands back ``bytes`` for string fields holding invalid UTF-8; names must be text."""
+    for t in texts:
+        if not isinstance(t, str):
+            raise ModelLoadError(f"{where}: a {what} name or type ({t[:40]!r}) is not valid UTF-8 (the file is "
+                                 f"corrupt)")
+
+
+def check_model_limits(model, label: str) -> None:
+    """Check an ``onnx.ModelProto`` against :func:`graphopt.limits.current_limits` before importing anything.
+
+    Walks every graph, subgraph (If/Loop/Scan bodies) and local function iteratively (no recursion, so a deep
+    file cannot exhaust the stack): node count (``max_nodes``), nesting (``max_subgraph_depth``), static dims
+    of inputs/outputs/value_info (``max_dim``; inputs also ``max_tensor_bytes`` since running the model
+    allocates them), and every initializer and attribute tensor (``max_dim``, ``max_tensor_bytes``, and inline
+    bytes matching the dims). Raises :class:`~graphopt.limits.LimitExceededError` or ``ModelLoadError``.
+    """
+    lim = current_limits()
+    total = 0
+    _check_text(label, "model", [model.producer_name, model.domain] + [o.domain for o in model.opset_import])
+    stack: list[tuple[Any, int, str]] = [(model.graph, 0, label)]
+    for f in model.functions:
+        _check_text(label, "function", [f.name, f.domain, *f.input, *f.output, *f.attribute])
+        stack.append((f, 0, f"{label}: function {f.domain}.{f.name}"))
+    while stack:
+        g, depth, where = stack.pop()
+        check_depth(where, depth, lim)
+        total += len(g.node)
+        check_nodes(label, total, lim)
+        if hasattr(g, "initializer"):  # a GraphProto (FunctionProtos have no value types or initializers)
+            _check_text(where, "graph", [g.name] + [v.name for v in (*g.input, *g.output, *g.value_info,
+                                                                      *g.initializer)])
+            for vi in g.input:
+                _check_type(vi.type, f"{where}: input {vi.name!r}", count_bytes=depth == 0)
+            for vi in list(g.output) + list(g.value_info):
+                _check_type(vi.type, f"{where}: value {vi.name!r}", count_bytes=False)
+            for t in g.initializer:
+                _check_tensor(t, where)
+            for sp in g.sparse_initializer:
+                _check_tensor(sp.values, where)
+                _check_tensor(sp.indices, where)
+                bits = _elem_bits(sp.values.data_type)
+                check_dims(f"{where}: sparse tensor {sp.values.name!r} (dense form)", list(sp.dims),
+                           max(1, (bits or 8) // 8), lim)
+        for n in g.node:
+            _check_text(where, "node", [n.name, n.op_type, n.domain, *n.input, *n.output,
+                                        *(a.name for a in n.attribute)])
+            node_where = f"{where}: node {n.name or '(unnamed)'!r} ({n.op_type})"
+            for a in n.attribute:
+                if a.HasField("t"):
+                    _check_tensor(a.t, node_where)
+                for t in a.tensors:
+                    _check_tensor(t, node_where)
+                if a.HasField("sparse_tensor"):
+                    _check_tensor(a.sparse_tensor.values, node_where)
+                    _check_tensor(a.sparse_tensor.indices, node_where)
+                    bits = _elem_bits(a.sparse_tensor.values.data_type)
+                    check_dims(f"{node_where}: sparse attribute {a.name!r} (dense form)",
+                               list(a.sparse_tensor.dims), max(1, (bits or 8) // 8), lim)
+                for sg in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                    sub = (f"{label}: subgraph {sg.name!r} (attribute {a.name!r} of node {n.name or '(unnamed)'!r} "
+                           f"({n.op_type}))")
+                    stack.append((sg, depth + 1, sub))
 
 
 def _load_external_data(model, base: Path | None, label: str) -> None:
@@ -162,12 +287,21 @@ def _load_external_data(model, base: Path | None, label: str) -> None:
         if not target.is_file():
             raise ModelLoadError(f"{label}: external data file {loc!r} of tensor {t.name!r} is missing "
                                  f"(looked in {base})")
-        offset = int(info.get("offset", 0) or 0)
         size = target.stat().st_size
-        length = int(info["length"]) if info.get("length") else size - offset
+        try:
+            offset = int(info.get("offset", 0) or 0)
+            length = int(info["length"]) if info.get("length") else size - offset
+        except ValueError:
+            raise ModelLoadError(f"{label}: external data of tensor {t.name!r} has a non-integer offset or length "
+                                 f"({info.get('offset')!r}, {info.get('length')!r}); the file is corrupt") from None
         if offset < 0 or length < 0 or offset + length > size:
             raise ModelLoadError(f"{label}: external data of tensor {t.name!r} wants bytes {offset}..{offset + length}"
                                  f" of {loc!r}, which has {size} bytes (truncated file?)")
+        want = _expected_bytes(t)
+        if want is not None and length != want:
+            raise ModelLoadError(f"{label}: tensor {t.name!r} declares dims {list(t.dims)}, which need {want:,} bytes, "
+                                 f"but its external data in {loc!r} is {length:,} bytes (truncated or corrupt)")
+        check_bytes(f"{label}: external data of tensor {t.name!r}", length)
         with open(target, "rb") as f:
             f.seek(offset)
             t.raw_data = f.read(length)
@@ -186,6 +320,10 @@ def _to_array(t, label: str, release: bool = False) -> np.ndarray:
                              f"corrupt") from e
     if arr.dtype == np.dtype("O"):
         raise UnsupportedOpError(f"{label}: tensor {t.name!r} holds strings; graphopt supports numeric tensors only")
+    try:
+        DType.from_any(arr.dtype)
+    except TypeError as e:
+        raise UnsupportedOpError(f"{label}: tensor {t.name!r}: {e}") from None
     if not arr.flags.writeable:  # a view of the proto's bytes: own the data (torch refuses read-only arrays)
         arr = arr.copy()
         if release and t.HasField("raw_data"):
@@ -194,10 +332,27 @@ def _to_array(t, label: str, release: bool = False) -> np.ndarray:
 
 
 def _sparse_to_dense(sp, label: str) -> np.ndarray:
-    vals = _to_array(sp.values, label)
-    idx = _to_array(sp.indices, label).astype(np.int64)
-    dense = np.zeros(list(sp.dims), dtype=vals.dtype)
-    if idx.ndim == 1:
+    """Densify a SparseTensorProto; indices are validated (out of range or negative -> a load error)."""
+    vals = _to_array(sp.values, label).reshape(-1)
+    idx = _to_array(sp.indices, label)
+    dims = [int(d) for d in sp.dims]
+    name = sp.values.name
+    if any(d < 0 for d in dims):
+        raise ModelLoadError(f"{label}: sparse tensor {name!r} has negative dims {dims} (the file is corrupt)")
+    check_dims(f"{label}: sparse tensor {name!r} (dense form)", dims, vals.dtype.itemsize)
+    if idx.dtype.kind not in "iu":
+        raise ModelLoadError(f"{label}: sparse tensor {name!r} has {idx.dtype} indices; ONNX requires int64")
+    flat = idx.ndim == 1
+    if not (flat or (idx.ndim == 2 and idx.shape[1] == len(dims))) or len(idx) != len(vals):
+        raise ModelLoadError(f"{label}: sparse tensor {name!r}: {len(vals)} values with indices of shape "
+                             f"{list(idx.shape)} do not fit dims {dims} (the file is corrupt)")
+    idx = idx.astype(np.int64)
+    bound = np.asarray([math.prod(dims)] if flat else dims, dtype=np.int64)  # fits: check_dims passed
+    if idx.size and ((idx < 0).any() or (idx >= bound).any()):
+        raise ModelLoadError(f"{label}: sparse tensor {name!r} has indices outside its dims {dims} (the file is "
+                             f"corrupt)")
+    dense = np.zeros(dims, dtype=vals.dtype)
+    if flat:
         dense.reshape(-1)[idx] = vals
     else:
         dense[tuple(idx.T)] = vals
@@ -238,6 +393,19 @@ def _attr_value(a, label: str, node_label: str) -> Any:
                              f"{A.AttributeType.Name(a.type)}")
 
 
+@functools.lru_cache(maxsize=4096)
+def _schema(op_type: str, opset: int, domain: str) -> Any:
+    """The ONNX schema of ``op_type`` at ``opset`` (None when ONNX does not define it): attribute types."""
+    import onnx.defs
+
+    if domain not in DEFAULT_DOMAINS:
+        return None
+    try:
+        return onnx.defs.get_schema(op_type, max(1, opset), "")
+    except Exception:  # noqa: BLE001 - SchemaError: unknown op or opset; handled by the importer's own checks
+        return None
+
+
 def _onnx_dtype(elem_type: int, what: str) -> DType:
     try:
         return DType.from_any(int(elem_type))
@@ -272,12 +440,31 @@ class _Importer:
                                  f"{', '.join(i.name for i in real_inputs) or '(none)'}")
         for vi in real_inputs:
             self.env[vi.name] = g.add_input(vi.name, self._input_type(vi, shapes.get(vi.name)))
+        defined = {**{t.name: "an initializer" for t in gp.initializer},
+                   **{sp.values.name: "a sparse initializer" for sp in gp.sparse_initializer},
+                   **{i.name: "a graph input" for i in gp.input}}
+        for n in gp.node:  # ONNX graphs are SSA: a second definition would silently rebind the name
+            for o in n.output:
+                if o and o in defined:
+                    raise ModelLoadError(f"{self._node_label(n)}: output {o!r} is already defined by {defined[o]}; "
+                                         f"each value name may be defined once (the file is corrupt)")
+                if o:
+                    defined[o] = f"node {n.name or '(unnamed)'!r} ({n.op_type})"
         nodes = self._sorted_nodes(gp)
         for n in nodes:
             self.consumed.update(x for x in n.input if x)
         self.consumed.update(o.name for o in gp.output)
         for i, n in enumerate(nodes):
-            self._convert(n, i)
+            try:
+                self._convert(n, i)
+            except USER_ERRORS:
+                raise
+            except (KeyError, IndexError, TypeError, ValueError, AttributeError, AssertionError, OverflowError,
+                    ZeroDivisionError, RuntimeError) as e:
+                # A node whose inputs/attributes do not have the form its op takes (missing, extra, wrong
+                # type): a corrupt or hand-edited file. Name the node instead of leaking a Python error.
+                raise ModelLoadError(f"{self._node_label(n)}: malformed node: its inputs or attributes do not "
+                                     f"fit {n.op_type} at opset {self.opset} ({type(e).__name__}: {e})") from e
         outs = []
         for o in gp.output:
             if o.name not in self.env:
@@ -413,7 +600,19 @@ class _Importer:
         self.emit(op, self.ins(n), attrs, n)
 
     def attrs(self, n, label: str) -> dict[str, Any]:
-        return {a.name: _attr_value(a, self.label, label) for a in n.attribute}
+        schema = _schema(n.op_type, self.opset, n.domain)
+        out = {}
+        for a in n.attribute:
+            spec = schema.attributes.get(a.name) if schema is not None else None
+            if spec is not None and a.type != spec.type and a.type != 0:  # 0: UNDEFINED (old files), inferred
+                import onnx
+
+                names = onnx.AttributeProto.AttributeType
+                raise ModelLoadError(f"{label}: attribute {a.name!r} has type {names.Name(a.type)}, but "
+                                     f"{n.op_type} at opset {self.opset} declares {names.Name(spec.type)} (the file "
+                                     f"is corrupt)")
+            out[a.name] = _attr_value(a, self.label, label)
+        return out
 
     def ins(self, n) -> list[Value | None]:
         out: list[Value | None] = []

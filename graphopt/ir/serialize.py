@@ -97,6 +97,7 @@ def graph_from_json(doc: dict[str, Any], arrays: dict[str, np.ndarray], source: 
     if doc.get("version") != VERSION:
         raise IRFormatError(f"{source}: IR format version {doc.get('version')} is not supported (this graphopt "
                             f"reads version {VERSION})")
+    check_doc_limits(doc, source)
     try:
         g = Graph(doc["name"])
         g.meta = {k: decode_attr(v) for k, v in doc.get("meta", {}).items()}
@@ -145,7 +146,74 @@ def graph_from_json(doc: dict[str, Any], arrays: dict[str, np.ndarray], source: 
         raise
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as e:
         raise IRFormatError(f"{source}: malformed IR file ({type(e).__name__}: {e})") from e
+    except RecursionError:
+        raise IRFormatError(f"{source}: malformed IR file (values nested too deeply)") from None
     return g
+
+
+def check_doc_limits(doc: Any, source: str) -> None:
+    """Refuse an IR document that breaks :func:`graphopt.limits.current_limits`, before building anything.
+
+    Checks the node count (``max_nodes``), every static dim (``max_dim``) and the bytes of inputs and
+    constants (``max_tensor_bytes``). Malformed parts are skipped here; :func:`graph_from_json` reports them.
+    """
+    from ..limits import check_dims, check_nodes, current_limits  # local: graphopt.errors imports graphopt.ir
+
+    if not isinstance(doc, dict):
+        return
+    lim = current_limits()
+    nodes = doc.get("nodes")
+    if isinstance(nodes, list):
+        check_nodes(source, len(nodes), lim)
+
+    def check(t: Any, what: str, count_bytes: bool) -> None:
+        if isinstance(t, dict) and isinstance(t.get("shape"), list):
+            dtype = t.get("dtype")
+            size = (_DTYPE_BYTES.get(dtype, 8) if isinstance(dtype, str) else 8) if count_bytes else 0
+            check_dims(f"{source}: {what}", [d for d in t["shape"] if isinstance(d, int)], size, lim)
+
+    def items(x: Any) -> list:
+        return [d for d in x if isinstance(d, dict)] if isinstance(x, list) else []
+
+    for key in ("inputs", "constants"):
+        for d in items(doc.get(key)):
+            check(d.get("type"), f"{key[:-1]} {d.get('name')!r}", True)
+    for d in items(nodes):
+        for o in items(d.get("outputs")):
+            check(o.get("type"), f"value {o.get('name')!r} of node {d.get('name')!r}", False)
+
+
+_DTYPE_BYTES = {d.value: d.itemsize for d in DType}
+_ST_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+
+
+def _check_weights_header(wpath: Path) -> None:
+    """Check the safetensors header's shapes against the limits before the tensors are read."""
+    from ..limits import check_dims, current_limits
+
+    size = wpath.stat().st_size
+    with open(wpath, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise IRFormatError(f"{wpath}: corrupt weights file ({size} bytes, shorter than a safetensors header)")
+        n = int.from_bytes(head, "little")
+        if n > 100_000_000:  # safetensors' own header cap; read nothing that large
+            raise IRFormatError(f"{wpath}: corrupt weights file (header claims {n:,} bytes; safetensors allows "
+                                f"at most 100,000,000)")
+        if n > size - 8:
+            raise IRFormatError(f"{wpath}: corrupt weights file (header claims {n:,} bytes, the file holds "
+                                f"{size:,}); it is truncated or not a safetensors file")
+        try:
+            header = json.loads(f.read(n))
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+            raise IRFormatError(f"{wpath}: corrupt weights file (unreadable header: {e})") from None
+    if not isinstance(header, dict):
+        raise IRFormatError(f"{wpath}: corrupt weights file (header is not a JSON object)")
+    lim = current_limits()
+    for name, info in header.items():
+        if name != "__metadata__" and isinstance(info, dict) and isinstance(info.get("shape"), list):
+            check_dims(f"{wpath}: tensor {name!r}", [d for d in info["shape"] if isinstance(d, int)],
+                       _ST_BYTES.get(str(info.get("dtype")), 8), lim)
 
 
 def _check_name(got: str, want: str, source: str) -> None:
@@ -170,6 +238,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        # mkstemp creates 0600; give the file the mode a plain open() would (0666 minus the umask).
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -177,9 +247,33 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
+def _umask() -> int:
+    """The process umask (reading it means setting it, so it is set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _to_torch_tensor(arr: np.ndarray):
+    """numpy -> torch copy; bfloat16 (ml_dtypes, which torch.from_numpy rejects) goes through its int16 bits."""
+    import torch
+
+    arr = np.asarray(arr).copy(order="C")  # not ascontiguousarray: it turns 0-d scalars into shape (1,)
+    if DType.from_any(arr.dtype) is DType.bfloat16:
+        return torch.from_numpy(arr.view(np.int16).copy()).view(torch.bfloat16)
+    return torch.from_numpy(arr.copy())
+
+
+def _to_numpy(t) -> np.ndarray:
+    import torch
+
+    if t.dtype == torch.bfloat16:
+        return t.contiguous().view(torch.int16).numpy().view(DType.bfloat16.to_numpy())
+    return t.numpy()
+
+
 def save(graph: Graph, path: str | os.PathLike) -> Path:
     """Write ``path`` (.json) and its ``.safetensors`` sidecar atomically; returns the JSON path."""
-    import torch
     from safetensors.torch import save as st_save
 
     path = Path(path)
@@ -187,11 +281,7 @@ def save(graph: Graph, path: str | os.PathLike) -> Path:
         raise ValueError(f"IR files end in .json, got {path}")
     doc = graph_to_json(graph)
     doc["weights"] = weights_path(path).name
-    tensors = {}
-    for v in graph.constants.values():
-        arr = np.ascontiguousarray(v.const)
-        tensors[v.name] = torch.from_numpy(arr.copy()) if arr.dtype != np.dtype("bool") else torch.from_numpy(
-            arr.copy())
+    tensors = {v.name: _to_torch_tensor(v.const) for v in graph.constants.values()}
     atomic_write_bytes(weights_path(path), st_save(tensors) if tensors else st_save({}))
     atomic_write_bytes(path, json.dumps(doc, indent=1, allow_nan=False).encode())
     return path
@@ -209,14 +299,18 @@ def load(path: str | os.PathLike) -> Graph:
         raise IRFormatError(f"{path}: file not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise IRFormatError(f"{path}: not valid JSON ({e}); the file may be truncated or corrupt") from e
+    except RecursionError:
+        raise IRFormatError(f"{path}: not a graphopt IR file (JSON nested too deeply)") from None
+    check_doc_limits(doc, str(path))
     wname = doc.get("weights") if isinstance(doc, dict) else None
     wpath = path.parent / wname if isinstance(wname, str) else weights_path(path)
     if isinstance(wname, str) and (Path(wname).name != wname):
         raise IRFormatError(f"{path}: weights file name {wname!r} must be a plain file name beside the JSON")
     arrays: dict[str, np.ndarray] = {}
     if wpath.exists():
+        _check_weights_header(wpath)
         try:
-            arrays = {k: t.numpy() for k, t in st_load(wpath.read_bytes()).items()}
+            arrays = {k: _to_numpy(t) for k, t in st_load(wpath.read_bytes()).items()}
         except (SafetensorError, ValueError, RuntimeError) as e:
             raise IRFormatError(f"{wpath}: corrupt weights file ({e})") from e
     elif doc.get("constants"):
