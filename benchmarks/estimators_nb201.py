@@ -21,8 +21,38 @@ Optionally (``--ponas-runs K``) the PO-NAS loop is run K times (seeds 0..K-1) on
 nets with NAS-Bench-Suite-Zero metric values, querying the 12-epoch CIFAR-10-valid accuracy with a budget of
 20, and the 200-epoch test accuracy of the returned architecture is reported beside RoBoT's 94.36.
 
+``--tse N`` (TSE protocol, :func:`run_tse`): N NB201 architectures sampled uniformly (seed ``--seed``) from
+the 15,625 are each trained briefly on CIFAR-10 and ranked by TSE, TSE-E (E = 1), TSE-EMA (γ = 0.999, the
+paper's convention) and by the early-stopped validation accuracy after the same number of epochs; Spearman ρ /
+Kendall τ against the 200-epoch CIFAR-10 test accuracy are reported for every epoch budget T = 1..epochs.
+The full benchmark network (C=16, N=5, 32×32) costs ~29 ms per training image on one CPU core, so the
+training is a *reduced proxy setting* (the EcoNAS-style reduction of channels/cells/resolution), documented
+here and in the JSON: the NB201 cell network with C=16, N=1 (one cell per stage), CIFAR-10 images
+2×2-average-pooled to 16×16, a class-balanced 5,000-image subset of the training split, 1,000 held-out
+training images for validation, batch 64, SGD (momentum 0.9, Nesterov, weight decay 5e-4) at a *constant*
+learning rate 0.05 (the start of a long schedule: the early-stopped accuracy is that of a run stopped early,
+not of a short annealed run), no augmentation, ``--tse-epochs`` epochs (default 4), model init seed = NB201
+index, data order seed 0. For reference the ρ of NB201's own 12-epoch CIFAR-10-valid accuracy (full network,
+GPU, from ``robot_nb201_testacc_hp12.csv``) on the same archs is printed too. Paper (Ru et al. 2021): TSE beats
+early-stopped validation accuracy for budgets ≤ 0.5·T_end; an earlier version reports ρ = 0.95 on NB201 within
+50 epochs.
+
+``--tfmas N`` (TF-MAS protocol, :func:`run_tfmas`): N Mamba2 configurations are sampled with
+:func:`graphopt.predictors.tfmas.sample_configs` inside the ranges of
+:func:`~graphopt.predictors.tfmas.determine_ranges` for a 60k-parameter budget (window [30k, 60k], reduced
+grids below so that every config trains in well under a minute), vocabulary 64. Each freshly initialised model
+(seed = config index) is scored at initialisation by TF-MAS (default ``grad_erank`` and the alternative scores
+of ``tfmas.SCORES``, LM loss on 32 training sequences), synflow, grad_norm (task loss on the same 32 sequences)
+and params, then trained for ``--tfmas-steps`` (default 300) AdamW steps (lr 3e-3, cosine, batch 64) on the
+synthetic multi-query associative-recall task of :mod:`graphopt.eval.data` (8 key-value pairs, 8 queries,
+length 24, 4,000 training sequences); the target is the token accuracy on 500 validation sequences. Spearman ρ /
+Kendall τ of each proxy against it are reported. Paper (TF-MAS, NeurIPS 2025): better ranking correlation than
+all earlier training-free proxies (no per-proxy figures are available here).
+
 Usage: ``python benchmarks/estimators_nb201.py --n-archs 200`` (``--quick`` = 12 archs, batch 16, smoke test);
-``--n-archs 0 --ponas-runs 3`` runs only PO-NAS and keeps the proxy section of an existing report.
+``--n-archs 0 --ponas-runs 3`` runs only PO-NAS and keeps the proxy section of an existing report;
+``--n-archs 0 --tse 50 --tfmas 32`` runs only the training-based parts (measured: TSE ~20 CPU-minutes, TF-MAS
+~15 minutes on one core; the TSE wall time was 39 min on a machine shared with other jobs).
 """
 
 from __future__ import annotations
@@ -189,6 +219,188 @@ def run_ponas(runs: int) -> dict:
     }  # fmt: skip
 
 
+TSE_PAPER = "Ru et al. 2021: TSE above early-stopped val acc for T <= 0.5*T_end; rho 0.95 on NB201 within 50 epochs"
+TFMAS_PAPER = "TF-MAS (NeurIPS 2025): higher rank correlation than all earlier training-free proxies (no numbers here)"
+
+
+def _rho_tau(score: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    rho, tau = rank_stats(score, target)
+    return {"spearman": rho, "kendall": tau}
+
+
+def _downsample(ds, factor: int):  # noqa: ANN001 - ArrayDataset
+    """2×2 (``factor``) average pooling of NHWC uint8 images (CIFAR at 16×16 for the reduced TSE setting)."""
+    from graphopt.eval.data import ArrayDataset, with_info
+
+    x = ds.x.float()
+    n, h, w, c = x.shape
+    x = x.reshape(n, h // factor, factor, w // factor, factor, c).mean((2, 4)).round().clamp(0, 255).to(torch.uint8)
+    return with_info(ArrayDataset(x, ds.y, ds.info), input_shape=(c, h // factor, w // factor))
+
+
+def run_tse(args: argparse.Namespace) -> dict:
+    """TSE / TSE-E / TSE-EMA vs early-stopped validation accuracy on NB201 (protocol in the module docstring)."""
+    from graphopt.predictors import tse
+
+    from graphopt.eval.data import load_dataset
+    from graphopt.eval.train import TrainConfig, train_model
+
+    rows = list(csv.DictReader(open(NAS / "nb201_test_acc_3datasets_vtao.csv")))
+    robot_rows = csv.DictReader(open(NAS / "robot_nb201_testacc_hp12.csv"))
+    robot = {r["arch_str"]: float(r["c10valid_hp12_valacc"]) for r in robot_rows}
+    connected = {r["net_str"] for r in csv.DictReader(open(NAS / "zccombine_nb201_valid_nets.csv"))}
+    rng = np.random.default_rng(args.seed + 1)  # not the proxy sample's stream
+    pick = np.sort(rng.choice(len(rows), min(args.tse, len(rows)), replace=False))
+    archs = [rows[i]["ArchitectureString"] for i in pick]
+    acc = np.array([float(rows[i]["CIFAR10TestAccuracy200Epochs"]) for i in pick])
+    splits = load_dataset("cifar10", seed=0, train_size=args.tse_train, val_size=args.tse_val)  # finds CIFAR
+    train, val = _downsample(splits.train, 2), _downsample(splits.val, 2)
+    setting = {"C": 16, "N": 1, "resolution": 16, "train_images": len(train), "val_images": len(val), "batch": 64,
+               "optimizer": "sgd nesterov momentum 0.9 wd 5e-4", "lr": 0.05, "schedule": "constant",
+               "augment": False, "epochs": args.tse_epochs, "tse_ema": "paper convention, gamma 0.999", "tse_e": 1}
+    print(f"\nTSE: {len(archs)} NB201 archs, reduced setting {setting}", flush=True)
+    cfg = TrainConfig(epochs=args.tse_epochs, batch_size=64, optimizer="sgd", lr=0.05, schedule="constant",
+                      augment=False, threads=1, eval_every=1, seed=0)
+    T = args.tse_epochs
+    est = {k: np.full((len(archs), T), np.nan) for k in ("tse", "tse_e", "tse_ema", "val_acc", "train_loss")}
+    per_arch, t0, cpu0 = [], time.time(), time.process_time()
+    for k, (arch, idx) in enumerate(zip(archs, pick, strict=True)):
+        torch.manual_seed(int(idx))
+        net = models_nb201(arch, int(idx), C=16, N=1)
+        res = train_model(net, train, cfg, val=val)
+        vals = {h["epoch"]: h["accuracy"] for h in res.val_history}
+        for t in range(1, T + 1):
+            if res.status != "ok" or len(set(res.step_epochs)) < t:
+                continue
+            est["tse"][k, t - 1] = -tse.tse(res.step_losses, res.step_epochs, T=t)  # negated: higher is better
+            est["tse_e"][k, t - 1] = -tse.tse_e(res.step_losses, res.step_epochs, E=1, T=t)
+            est["tse_ema"][k, t - 1] = -tse.tse_ema(res.step_losses, res.step_epochs, gamma=0.999, T=t)
+            est["val_acc"][k, t - 1] = vals.get(t - 1, np.nan)
+            est["train_loss"][k, t - 1] = res.epoch_train_loss[t - 1]
+        per_arch.append({"arch": arch, "index": int(idx), "test200": float(acc[k]), "status": res.status,
+                         "epoch_train_loss": res.epoch_train_loss, "val_acc": [vals.get(t) for t in range(T)],
+                         "train_s": res.train_time})
+        if (k + 1) % max(1, len(archs) // 10) == 0 or k + 1 == len(archs):
+            el = time.time() - t0
+            print(f"  {k + 1}/{len(archs)} archs, {el:.0f} s elapsed, ETA {el / (k + 1) * (len(archs) - k - 1):.0f} s",
+                  flush=True)
+    conn = np.array([a in connected for a in archs])
+    hp12 = np.array([robot[a] for a in archs])
+    by_t: dict[str, dict] = {}
+    print(f"\nTSE vs 200-epoch CIFAR-10 test accuracy: Spearman rho / Kendall tau ({len(archs)} archs; "
+          f"'conn' = the {int(conn.sum())} without a disconnected cell)")
+    hdr = f"{'T':>2s} | " + " | ".join(f"{n:>15s}" for n in ("TSE", "TSE-E", "TSE-EMA", "val acc (ES)")) + \
+        " | " + f"{'TSE-E conn':>10s} {'val conn':>8s}"  # fmt: skip
+    print(hdr)
+    print("-" * len(hdr))
+    for t in range(1, T + 1):
+        row = {n: _rho_tau(est[n][:, t - 1], acc) for n in ("tse", "tse_e", "tse_ema", "val_acc")}
+        row["connected"] = {n: _rho_tau(est[n][conn, t - 1], acc[conn]) for n in ("tse", "tse_e", "tse_ema", "val_acc")}
+        by_t[str(t)] = row
+        cells = " | ".join(f"{fmt(row[n]['spearman']):>6s} / {fmt(row[n]['kendall']):>6s}"
+                           for n in ("tse", "tse_e", "tse_ema", "val_acc"))
+        print(f"{t:>2d} | {cells} | {fmt(row['connected']['tse_e']['spearman']):>10s} "
+              f"{fmt(row['connected']['val_acc']['spearman']):>8s}")
+    ref = _rho_tau(hp12, acc)
+    print(f"reference: NB201's own 12-epoch CIFAR-10-valid accuracy (full net, GPU) on these archs: "
+          f"rho {ref['spearman']:.3f} / tau {ref['kendall']:.3f}")
+    print(f"paper: {TSE_PAPER}")
+    final = by_t[str(T)]
+    met = final["tse_e"]["spearman"] > final["val_acc"]["spearman"]
+    above = {t: row["tse_e"]["spearman"] > row["val_acc"]["spearman"] for t, row in by_t.items()}
+    print(f"target (TSE-E above early-stopped val acc at T={T}): {'MET' if met else 'NOT MET'} "
+          f"({final['tse_e']['spearman']:.3f} vs {final['val_acc']['spearman']:.3f}); TSE-E ahead at "
+          f"T = {', '.join(t for t, ok in above.items() if ok) or 'none'}")
+    return {"n_archs": len(archs), "setting": setting, "seed": args.seed, "wall_s": time.time() - t0,
+            "by_epochs": by_t, "nb201_hp12_valacc_reference": ref, "paper": TSE_PAPER, "target_met": bool(met),
+            "tse_e_ahead_by_epochs": above, "cpu_s": time.process_time() - cpu0,
+            "archs": per_arch}  # fmt: skip
+
+
+def models_nb201(arch: str, seed: int, C: int = 16, N: int = 5) -> torch.nn.Module:
+    from graphopt import models
+
+    return models.get("nb201", seed=seed, arch_str=arch, C=C, N=N, num_classes=10)
+
+
+def _seq_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over the vocabulary (last dim) at positions with a target (ignore_index elsewhere)."""
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+
+def run_tfmas(args: argparse.Namespace) -> dict:
+    """TF-MAS vs synflow / grad_norm / params on Mamba2 configs trained briefly on MQAR (see module docstring)."""
+    from graphopt.predictors import tfmas
+
+    from graphopt.eval.data import load_dataset
+    from graphopt.eval.train import TrainConfig, train_model
+
+    task_kw = {"num_pairs": 8, "num_queries": 8, "vocab_size": 64}
+    splits = load_dataset("assoc_recall", seed=0, n_train=4000, n_val=500, n_test=10, **task_kw)
+    base = tfmas.Mamba2Config(vocab_size=64, d_model=64, n_layers=2, d_state=16, d_conv=4, expand=2, headdim=16,
+                              ngroups=1)
+    grids = {"d_model": (16, 24, 32, 48, 64, 96), "n_layers": (1, 2, 3, 4), "d_state": (4, 8, 16, 32, 64),
+             "d_conv": (2, 3, 4), "expand": (1, 2, 3), "headdim": (16, 32), "ngroups": (1, 2)}
+    budget = 60_000
+    ranges = tfmas.determine_ranges(budget, base, grids, lower_frac=0.5)
+    configs = tfmas.sample_configs(ranges, args.tfmas, budget, lower_frac=0.5, seed=args.seed, base=base)
+    x, y = splits.train.x[:32], splits.train.y[:32]
+    steps = args.tfmas_steps
+    cfg = TrainConfig(steps=steps, batch_size=64, optimizer="adamw", lr=3e-3, schedule="cosine", augment=False,
+                      threads=1, eval_every=0, seed=0)
+    print(f"\nTF-MAS: {len(configs)} Mamba2 configs in {ranges} (budget {budget}, window [{budget // 2}, {budget}]), "
+          f"MQAR {task_kw}, {steps} AdamW steps", flush=True)
+    names = [*(f"tfmas_{s}" for s in tfmas.SCORES), "synflow", "grad_norm", "params"]
+    scores = {n: np.full(len(configs), np.nan) for n in names}
+    target = np.full(len(configs), np.nan)
+    per_cfg, t0, cpu0 = [], time.time(), time.process_time()
+    for k, c in enumerate(configs):
+        model = c.build(seed=k)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(args.seed)
+            model.train()
+            mats, grads, _ = tfmas.token_matrices_and_grads(model, x)
+        for s, fn in tfmas.SCORES.items():
+            scores[f"tfmas_{s}"][k] = math.fsum(fn(mats, grads).values())
+        scores["synflow"][k] = proxies.compute("synflow", model, x, seed=args.seed).score
+        scores["grad_norm"][k] = proxies.compute("grad_norm", model, (x, y), loss_fn=_seq_loss, seed=args.seed).score
+        scores["params"][k] = proxies.compute("params", model, x, seed=args.seed).score
+        t = time.time()
+        res = train_model(model, splits, cfg)
+        target[k] = res.val.get("token_accuracy", np.nan) if res.status == "ok" else 0.0
+        per_cfg.append({"config": {f: getattr(c, f) for f in ("d_model", "n_layers", "d_state", "d_conv", "expand",
+                                                               "headdim", "ngroups")},
+                        "params": c.param_count(), "token_accuracy": float(target[k]), "status": res.status,
+                        "train_s": time.time() - t, **{n: float(scores[n][k]) for n in names}})
+        print(f"  {k + 1}/{len(configs)} {per_cfg[-1]['config']} acc {target[k]:.3f} ({time.time() - t:.0f} s; "
+              f"{time.time() - t0:.0f} s elapsed)", flush=True)
+    results = {n: _rho_tau(scores[n], target) for n in names}
+    print(f"\nTF-MAS vs token accuracy after {steps} steps ({len(configs)} configs): Spearman rho / Kendall tau")
+    for n in names:
+        tag = " (default TF-MAS score)" if n == "tfmas_grad_erank" else ""
+        print(f"  {n:22s} {fmt(results[n]['spearman'])} / {fmt(results[n]['kendall'])}{tag}")
+    print(f"paper: {TFMAS_PAPER}")
+    others = max(results[n]["spearman"] for n in ("synflow", "grad_norm", "params"))
+    met = results["tfmas_grad_erank"]["spearman"] > others
+    print(f"target (TF-MAS ahead of synflow/grad_norm/params): {'MET' if met else 'NOT MET'} "
+          f"({results['tfmas_grad_erank']['spearman']:.3f} vs best other {others:.3f})")
+    return {"n_configs": len(configs), "budget": budget, "ranges": ranges, "grids": grids, "task": task_kw,
+            "train": {"steps": steps, "optimizer": "adamw", "lr": 3e-3, "batch": 64, "n_train": 4000, "n_val": 500},
+            "results": results, "paper": TFMAS_PAPER, "target_met": bool(met), "wall_s": time.time() - t0,
+            "cpu_s": time.process_time() - cpu0,
+            "configs": per_cfg}  # fmt: skip
+
+
+def _merge_write(path: Path, key: str, value: dict) -> None:
+    """Re-read the report and set one section, so parts run by separate invocations never drop each other."""
+    report = json.loads(path.read_text()) if path.is_file() else {}
+    report[key] = value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(report, indent=1))
+    tmp.replace(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n-archs", type=int, default=1000)
@@ -201,21 +413,28 @@ def main(argv: list[str] | None = None) -> int:
         "~8x slower than 1 from oversubscription; 0 = torch default)",
     )  # fmt: skip
     ap.add_argument("--ponas-runs", type=int, default=0, help="also run the PO-NAS NB201 search K times")
+    ap.add_argument("--tse", type=int, default=0, help="also run the TSE protocol on N NB201 archs (>= 50)")
+    ap.add_argument("--tse-epochs", type=int, default=4)
+    ap.add_argument("--tse-train", type=int, default=5000, help="training images for the TSE runs")
+    ap.add_argument("--tse-val", type=int, default=1000, help="validation images for the TSE runs")
+    ap.add_argument("--tfmas", type=int, default=0, help="also run the TF-MAS protocol on N Mamba2 configs (>= 30)")
+    ap.add_argument("--tfmas-steps", type=int, default=300)
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
     if args.quick:
         args.n_archs, args.batch = 12, 16
     if args.threads:
         torch.set_num_threads(args.threads)
-    # sections that are not run are kept from an existing report (so the proxy table and the PO-NAS runs can be
-    # produced by separate invocations, e.g. ``--n-archs 0 --ponas-runs 3``)
-    report = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    # each section is merged into the existing report as soon as it is done (so the proxy table, the PO-NAS
+    # runs, TSE and TF-MAS can be produced by separate invocations, e.g. ``--n-archs 0 --ponas-runs 3``)
     if args.n_archs > 0:
-        report["proxies"] = run_proxies(args)
+        _merge_write(args.out, "proxies", run_proxies(args))
     if args.ponas_runs:
-        report["ponas"] = run_ponas(args.ponas_runs)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1))
+        _merge_write(args.out, "ponas", run_ponas(args.ponas_runs))
+    if args.tse:
+        _merge_write(args.out, "tse", run_tse(args))
+    if args.tfmas:
+        _merge_write(args.out, "tfmas", run_tfmas(args))
     print(f"\nwrote {args.out}")
     return 0
 

@@ -47,6 +47,8 @@ def inspect(
     input_shape: InputShape = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary instead of tables.")] = False,
     trust_pickle: Annotated[bool, typer.Option(help="Allow pickled .pt modules (runs code from the file).")] = False,
+    proxies: Annotated[str | None, typer.Option("--proxies", help="Also compute these zero-cost proxies (e.g. "
+                                                "synflow,snip or all) and show each node's contribution.")] = None,
 ) -> None:
     """Summarize a model: inputs/outputs, op histogram, parameters and FLOPs (per node with --nodes)."""
     from .ir.cost import annotate_costs
@@ -67,6 +69,10 @@ def inspect(
         summary["node_table"] = [
             {"name": n.name, "op": n.op, "inputs": [None if v is None else str(v.type) for v in n.inputs],
              "outputs": [str(o.type) for o in n.outputs], **n.meta["cost"]} for n in g.nodes]
+    if proxies:
+        from .commands.score_cmd import proxy_summary
+
+        summary["proxies"] = proxy_summary(g, proxies)
     if as_json:
         out.print_json(json.dumps(summary))
         return
@@ -89,6 +95,10 @@ def inspect(
             t.add_row(str(i), n.name, n.op, ", ".join(str(o.type) for o in n.outputs), _fmt_int(c["flops"]),
                       _fmt_int(c["params"]))
         out.print(t)
+    if proxies:
+        from .commands.score_cmd import print_proxy_tables
+
+        print_proxy_tables(summary["proxies"])
 
 
 @app.command()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -126,7 +127,8 @@ def _load_entry_points() -> None:
 
             warnings.warn(f"graphopt pass plugin {ep.name!r} ({ep.value}) failed to load: {e}", stacklevel=2)
             continue
-        _as_pass(obj, ep.name)
+        if not isinstance(obj, types.ModuleType):  # a module registers its passes when imported
+            _as_pass(obj, ep.name)
 
 
 def _as_pass(obj: Any, fallback_name: str) -> Pass:

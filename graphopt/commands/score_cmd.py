@@ -1,0 +1,176 @@
+"""``graphopt score``: zero-cost proxy scores of a model; helpers for ``graphopt inspect --proxies``.
+
+Both run the proxies of :mod:`graphopt.predictors.proxies` on the model's IR through
+:class:`graphopt.predictors.proxies.passes.GraphProxyNet` (the emitted PyTorch module with its weighted and
+activation nodes visible to the proxies' hooks). Inputs come from
+:func:`graphopt.predictors.proxies.passes.proxy_batch`: a seeded minibatch of ``--data`` (default the bundled
+``cifar10-demo`` for image models), or seeded random inputs of the model's input shape for other models
+(label-free proxies only).
+
+This module also registers the ``proxy-<name>`` passes *lazily* (without importing torch at CLI start-up) so
+that ``graphopt passes`` lists them and ``graphopt transform -P proxy-synflow`` runs them; the first run imports
+the real passes from :mod:`graphopt.predictors.proxies.passes`, which replace these stubs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from .common import InputShape, ModelArg, console, load_for_cli, out, user_errors
+
+#: Built-in proxies of graphopt.predictors.proxies (kept in sync by a test): the passes are declared from this
+#: list so that CLI start-up does not import torch.
+BUILTIN_PROXIES = ("grad_norm", "snip", "grasp", "fisher", "synflow", "nwot", "jacob_cov", "zen", "flops", "params")
+TOP_NODES = 15
+
+
+def parse_proxy_list(spec: str) -> list[str]:
+    """``"synflow, snip"`` → ``["synflow", "snip"]``; ``"all"`` → every registered proxy. Unknown → error."""
+    from ..errors import GraphoptError
+    from ..predictors import proxies
+
+    available = proxies.names()
+    items = [s.strip() for s in spec.split(",") if s.strip()]
+    if not items:
+        raise GraphoptError(f"--proxy is empty; choose from: {', '.join(available)} (or 'all')")
+    if items == ["all"]:
+        return available
+    unknown = [s for s in items if s not in available]
+    if unknown:
+        raise GraphoptError(f"unknown proxy {', '.join(map(repr, unknown))}; available: {', '.join(available)} "
+                            "(or 'all')")
+    return list(dict.fromkeys(items))
+
+
+def _finite(v: float) -> float | None:
+    return float(v) if math.isfinite(v) else None
+
+
+def compute_scores(graph: Any, names: list[str], data: str | None, batch: int, seed: int) -> tuple[dict, Any, Any]:
+    """``({name: ProxyResult}, GraphProxyNet, ProxyBatch)`` for ``graph`` (one shared batch for all proxies)."""
+    from ..predictors.proxies.passes import GraphProxyNet, proxy_batch, score_graph
+
+    pb = proxy_batch(graph, data, batch, seed)
+    net = GraphProxyNet(graph)
+    return score_graph(graph, names, pb, seed=seed, net=net), net, pb
+
+
+def proxy_summary(graph: Any, spec: str, data: str | None = None, batch: int = 64, seed: int = 0) -> dict:
+    """``{proxy: {score, additive, inputs, nodes: [{node, op, value, share_pct}], [unattributed]}}`` for
+    ``inspect --proxies``: nodes sorted by |contribution|, ``share_pct`` = 100·|value| / Σ|values| (the plain share
+    of the score when all contributions have one sign; grasp's do not), JSON-ready (non-finite numbers as None).
+    The graph is annotated as the ``proxy-<name>`` passes would."""
+    from ..predictors.proxies.passes import annotate, node_contributions
+
+    names = parse_proxy_list(spec)
+    results, net, pb = compute_scores(graph, names, data, batch, seed)
+    ops = {n.name: n.op for n in graph.nodes}
+    inputs = pb.source + (f"; {pb.note}" if pb.note else "")
+    summary: dict[str, Any] = {}
+    for name, r in results.items():
+        annotate(graph, name, r, net)
+        entry: dict[str, Any] = {"score": _finite(r.score), "additive": r.additive, "inputs": inputs, "nodes": []}
+        if r.additive:
+            per, rest = node_contributions(net, r)
+            mass = math.fsum(abs(v) for v in per.values())
+            for node, v in sorted(per.items(), key=lambda kv: -abs(kv[1])):
+                share = abs(v) / mass * 100 if mass and math.isfinite(mass) else None
+                entry["nodes"].append({"node": node, "op": ops.get(node, "?"), "value": _finite(v),
+                                       "share_pct": None if share is None else _finite(share)})
+            if rest:
+                entry["unattributed"] = _finite(rest)
+        summary[name] = entry
+    return summary
+
+
+def print_proxy_tables(summary: dict, top: int = TOP_NODES) -> None:
+    """Rich tables of the per-node contributions in ``summary`` (from :func:`proxy_summary`)."""
+    if summary:
+        out.print(f"[bold]proxy inputs:[/] {next(iter(summary.values()))['inputs']}", highlight=False)
+    for name, e in summary.items():
+        score = "nan" if e["score"] is None else f"{e['score']:.6g}"
+        if not e["additive"]:
+            out.print(f"[bold]{name}[/] = {score}  (not a sum over layers: no per-node contributions)")
+            continue
+        t = Table("#", "node", "op", "contribution", "share % of Σ|·|",
+                  title=f"{name} = {score}: per-node contributions")
+        for i, row in enumerate(e["nodes"][:top]):
+            share = "-" if row["share_pct"] is None else f"{row['share_pct']:.1f}"
+            t.add_row(str(i + 1), row["node"], row["op"], f"{row['value']:.4g}" if row["value"] is not None
+                      else "nan", share)
+        if len(e["nodes"]) > top:
+            t.add_row("…", f"{len(e['nodes']) - top} more nodes", "", "", "")
+        if e.get("unattributed"):
+            t.add_row("-", "(no node)", "", f"{e['unattributed']:.4g}", "")
+        out.print(t)
+
+
+def _lazy_pass(proxy: str):  # noqa: ANN202
+    def run(graph, data: str | None = None, batch: int = 64, seed: int = 0):  # noqa: ANN001, ANN202
+        from ..pass_api import get_pass
+        from ..predictors.proxies import passes  # noqa: F401  (registers the real passes, replacing the stubs)
+
+        return get_pass(f"proxy-{proxy.replace('_', '-')}").fn(graph, data=data, batch=batch, seed=seed)
+
+    return run
+
+
+def register_proxy_passes() -> None:
+    """Declare ``proxy-<name>`` for the built-in proxies without importing torch (see module docstring)."""
+    from ..pass_api import Pass, PassError, register_pass
+
+    for p in BUILTIN_PROXIES:
+        desc = f"{p} zero-cost proxy -> graph.meta['proxy.{p}'] (+ nodes if layerwise); options data, batch, seed"
+        try:
+            register_pass(Pass(f"proxy-{p.replace('_', '-')}", desc, _lazy_pass(p), ("no_choices",)))
+        except PassError:  # the real pass is already registered
+            pass
+
+
+def register(app: typer.Typer) -> None:
+    register_proxy_passes()
+
+    @app.command()
+    @user_errors
+    def score(
+        model: ModelArg,
+        proxy: Annotated[str, typer.Option("--proxy", "-x", help="Comma-separated proxies (synflow, nwot, snip, "
+                                                                 "...) or 'all'.")] = "all",
+        data: Annotated[str | None, typer.Option(help="Minibatch source: cifar10, cifar10-demo, a sequence task "
+                                                      "(assoc_recall, selective_copy) or a path (ImageFolder / "
+                                                      ".npz). Default: cifar10-demo for image models, seeded "
+                                                      "random inputs otherwise.")] = None,
+        batch: Annotated[int, typer.Option(help="Minibatch size.")] = 64,
+        seed: Annotated[int, typer.Option(help="Seed of the minibatch and of the proxies' randomness.")] = 0,
+        as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object {proxy: score} on stdout "
+                                                             "(non-finite scores as null).")] = False,
+        input_shape: InputShape = None,
+        trust_pickle: Annotated[bool, typer.Option(help="Allow pickled .pt modules (runs code from the file).")]
+        = False,
+    ) -> None:
+        """Zero-cost proxy scores of a model (graph level), e.g. --proxy synflow,nwot,snip."""
+        from ..predictors import proxies
+
+        names = parse_proxy_list(proxy)
+        g = load_for_cli(model, input_shape, trust_pickle)
+        t0 = time.perf_counter()
+        results, _, pb = compute_scores(g, names, data, batch, seed)
+        console.print(f"proxy inputs: {pb.source}" + (f"; {pb.note}" if pb.note else "") +
+                      f" ({time.perf_counter() - t0:.1f} s)", highlight=False)
+        scores = {n: _finite(r.score) for n, r in results.items()}
+        if as_json:
+            sys.stdout.write(json.dumps(scores) + "\n")
+            sys.stdout.flush()
+            return
+        t = Table("proxy", "score", "better", title=f"Zero-cost proxies of {model.name}")
+        for n, v in scores.items():
+            t.add_row(n, "nan" if v is None else f"{v:.6g}",
+                      "higher" if proxies.spec(n).higher_is_better else "lower")
+        out.print(t)

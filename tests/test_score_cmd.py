@@ -1,0 +1,192 @@
+"""`graphopt score`, `graphopt inspect --proxies` and the proxy-<name> passes on real model files.
+
+Reference values are the proxies of ``graphopt.predictors.proxies`` computed directly on the *original*
+``nn.Module`` the IR file was lowered from (real Conv2d/BatchNorm/ReLU/Linear modules), on a batch built here
+from the documented sampling rule: an independent path to the same numbers.
+"""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from graphopt.predictors import proxies
+from graphopt.predictors.proxies.passes import GraphProxyNet, sequence_aware_ce
+from typer.testing import CliRunner
+
+from graphopt.backends.torch import to_torch
+from graphopt.cli import app
+from graphopt.eval.data import load_dataset, prepare_batch
+from graphopt.frontends.torch import from_torch
+from graphopt.ir import save
+from graphopt.ir.serialize import structure_hash
+
+runner = CliRunner()
+BATCH = 16
+
+
+def conv_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10),
+    ).eval()  # fmt: skip
+
+
+def token_net() -> nn.Module:
+    """Embedding -> Linear -> ReLU -> Linear over (B, L) token ids: Linear on 3-D inputs lowers to transpose+matmul."""
+    torch.manual_seed(1)
+    return nn.Sequential(nn.Embedding(64, 16), nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 64, bias=False)).eval()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models: one intra-op thread is faster than two on a shared machine (and leaves a core free)."""
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
+
+
+@pytest.fixture(scope="module")
+def conv_model(tmp_path_factory):
+    net = conv_net()
+    g = from_torch(net, (torch.randn(2, 3, 32, 32),), dynamic_batch=True)
+    path = save(g, tmp_path_factory.mktemp("score") / "conv.json")
+    return net, g, path
+
+
+@pytest.fixture(scope="module")
+def token_model(tmp_path_factory):
+    net = token_net()
+    g = from_torch(net, (torch.randint(0, 64, (2, 20)),), dynamic_batch=True)
+    path = save(g, tmp_path_factory.mktemp("score") / "tokens.json")
+    return net, g, path
+
+
+def demo_batch(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The documented rule: ``n`` distinct training samples drawn with ``default_rng(seed)``, sorted."""
+    ds = load_dataset("cifar10-demo", split="train", seed=0)
+    idx = torch.from_numpy(np.sort(np.random.default_rng(seed).choice(len(ds), n, replace=False)))
+    return prepare_batch(ds.x[idx], ds.y[idx], ds.info)
+
+
+def score_json(path, *args) -> dict:
+    res = runner.invoke(app, ["score", str(path), *args, "--json"])
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout)  # exactly one JSON object on stdout
+
+
+def close(a: float, b: float, rtol: float = 1e-5) -> bool:
+    return math.isclose(a, b, rel_tol=rtol, abs_tol=1e-9)
+
+
+def test_emitted_module_and_proxy_view_compute_the_same_function(conv_model, token_model):
+    for net, g, _ in (conv_model, token_model):
+        x = torch.randn(3, 3, 32, 32) if net is conv_model[0] else torch.randint(0, 64, (3, 20))
+        view, emitted = GraphProxyNet(g), to_torch(g)
+        for mode in (False, True):  # train mode: batch statistics (and their in-place updates) as in the original
+            view.train(mode), emitted.train(mode)
+            torch.testing.assert_close(view(x), emitted(x), rtol=0, atol=0)
+    kinds = {type(m).__name__ for m in GraphProxyNet(conv_model[1]).layers.children()}
+    assert kinds == {"IRConv2d", "IRBatchNorm", "IRReLU", "IRGlobalAvgPool", "IRLinear"}
+
+
+def test_score_json_equals_proxies_on_the_original_module(conv_model):
+    net, _, path = conv_model
+    got = score_json(path, "--proxy", "all", "--batch", str(BATCH), "--seed", "3")
+    assert set(got) == set(proxies.names())
+    batch = demo_batch(BATCH, 3)
+    for name in proxies.names():
+        ref = proxies.compute(name, net, batch, seed=3).score
+        assert close(got[name], ref), (name, got[name], ref)
+
+
+def test_synflow_node_contributions_sum_to_the_score_and_match_layers(conv_model):
+    net, _, path = conv_model
+    res = runner.invoke(app, ["inspect", str(path), "--proxies", "synflow,snip,nwot", "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)["proxies"]
+    syn = doc["synflow"]
+    assert math.isclose(math.fsum(r["value"] for r in syn["nodes"]), syn["score"], rel_tol=1e-12)
+    assert [r["op"] for r in syn["nodes"]].count("conv") == 2 and len(syn["nodes"]) == 3
+    assert math.isclose(sum(r["share_pct"] for r in syn["nodes"]), 100.0)
+    # each node's value is the original layer's (keys: Sequential indices = node names)
+    ref = proxies.compute("synflow", net, demo_batch(64, 0)).per_layer
+    assert {r["node"]: r["value"] for r in syn["nodes"]} == pytest.approx({k.split(".")[0]: v for k, v in ref.items()})
+    assert doc["nwot"]["additive"] is False and doc["nwot"]["nodes"] == []
+    assert [abs(r["value"]) for r in doc["snip"]["nodes"]] == sorted((abs(r["value"]) for r in doc["snip"]["nodes"]),
+                                                                     reverse=True)
+    table = runner.invoke(app, ["inspect", str(path), "--proxies", "synflow"])
+    assert table.exit_code == 0 and "per-node contributions" in table.stdout and "conv" in table.stdout
+
+
+def test_deterministic_under_a_seed(conv_model):
+    path = conv_model[2]
+    a = score_json(path, "--proxy", "snip,nwot,zen", "--batch", "8", "--seed", "1")
+    b = score_json(path, "--proxy", "snip,nwot,zen", "--batch", "8", "--seed", "1")
+    c = score_json(path, "--proxy", "snip,nwot,zen", "--batch", "8", "--seed", "2")
+    assert a == b
+    assert all(a[k] != c[k] for k in a)
+
+
+def test_unknown_proxy_and_unusable_inputs_exit_2_with_one_line(conv_model, token_model):
+    res = runner.invoke(app, ["score", str(conv_model[2]), "--proxy", "synflow,bogus", "--json"])
+    assert res.exit_code == 2 and res.stdout == ""
+    assert res.output.strip().startswith("error:") and "bogus" in res.output
+    assert all(p in res.output for p in proxies.names())  # lists the available ones
+    res = runner.invoke(app, ["score", str(token_model[2]), "--proxy", "snip"])  # random tokens have no labels
+    assert res.exit_code == 2 and "needs labelled data" in res.output and "Traceback" not in res.output
+    res = runner.invoke(app, ["score", str(conv_model[2]), "--proxy", "synflow", "--data", "/nonexistent/x.npz"])
+    assert res.exit_code == 2 and "does not exist" in res.output
+
+
+def test_token_model_random_inputs_and_sequence_data(token_model):
+    net, _, path = token_model
+    got = score_json(path, "--proxy", "synflow,params,flops", "--batch", "4", "--seed", "5")
+    x = torch.randint(0, 64, (4, 20), generator=torch.Generator().manual_seed(5))  # ids below the embedding size
+    for name in got:
+        assert close(got[name], proxies.compute(name, net, x, seed=5).score), name
+    got = score_json(path, "--proxy", "grad_norm,snip,fisher", "--data", "assoc_recall", "--batch", "8")
+    ds = load_dataset("assoc_recall", split="train", seed=0)
+    idx = torch.from_numpy(np.sort(np.random.default_rng(0).choice(len(ds), 8, replace=False)))
+    batch = (ds.x[idx], ds.y[idx])
+    for name in got:
+        ref = proxies.compute(name, net, batch, loss_fn=sequence_aware_ce).score
+        assert close(got[name], ref), (name, got[name], ref)
+
+
+def test_proxy_passes_annotate_without_changing_the_graph(conv_model):
+    from graphopt.predictors.proxies import passes  # noqa: F401  (registers the real passes)
+
+    from graphopt.pass_manager import PassManager
+
+    _, g, _ = conv_model
+    res = PassManager("proxy-synflow[batch=8],proxy-grad-norm[batch=8;seed=1]").run(g)
+    assert all(not s["changes"] for s in res.summary().values())
+    out = res.graph
+    assert structure_hash(out) == structure_hash(g) and "proxy.synflow" not in g.meta  # input graph untouched
+    for key in ("proxy.synflow", "proxy.grad_norm"):
+        per_node = [n.meta[key] for n in out.nodes if key in n.meta]
+        assert len(per_node) == 3 and math.isclose(math.fsum(per_node), out.meta[key], rel_tol=1e-12)
+    assert close(out.meta["proxy.grad_norm"], proxies.compute("grad_norm", conv_model[0], demo_batch(8, 1),
+                                                              seed=1).score)
+    listing = runner.invoke(app, ["passes"])
+    assert all(f"proxy-{p.replace('_', '-')}" in listing.stdout for p in proxies.names())
+
+
+def test_cli_pass_declarations_cover_every_proxy():
+    from graphopt.commands.score_cmd import BUILTIN_PROXIES
+
+    assert set(BUILTIN_PROXIES) == set(proxies.names())
+
+
+def test_proxy_passes_reach_the_registry_from_python_through_the_entry_point():
+    """Without the CLI: the package's own `graphopt.passes` entry point registers the proxy passes."""
+    from graphopt.pass_api import all_passes, get_pass
+
+    assert get_pass("proxy-synflow").name == "proxy-synflow"
+    assert {"proxy-snip", "proxy-grad-norm", "proxy-nwot"} <= set(all_passes())
