@@ -63,6 +63,10 @@ def load_for_cli(model: Path, input_shape: list[str] | None = None, trust_pickle
     from ..modelio import load_model
 
     g = load_model(model, trust=trust_pickle)
+    if model.suffix == ".json":  # hand-editable: verify before any command trusts it (frontends verify their own)
+        from ..ir.verify import verify
+
+        verify(g)
     if input_shape:
         set_input_shapes(g, parse_input_shapes(input_shape, [v.name for v in g.inputs]))
     return g

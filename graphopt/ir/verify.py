@@ -18,6 +18,25 @@ class VerificationError(IRError):
         super().__init__("IR verification failed: " + "; ".join(problems[:5]) + more)
 
 
+def _attr_type_problem(default: object, val: object) -> str:
+    """Why ``val`` cannot stand where the registry's default is ``default`` ("" if it can).
+
+    The default's kind is the attribute's declared type (int, float, str, list); ``None`` defaults accept
+    anything. This catches files that pass the schema but would crash a backend (``axis: [1]``).
+    """
+    if default is None or val is None:
+        return ""
+    if isinstance(default, bool) or isinstance(default, int):
+        return "" if isinstance(val, int) else "must be an integer"
+    if isinstance(default, float):
+        return "" if isinstance(val, int | float) and not isinstance(val, bool) else "must be a number"
+    if isinstance(default, str):
+        return "" if isinstance(val, str) else "must be a string"
+    if isinstance(default, list | tuple):
+        return "" if isinstance(val, list | tuple) else "must be a list"
+    return ""
+
+
 def verify(graph: Graph, *, check_types: bool = True) -> None:
     """Raise :class:`VerificationError` if ``graph`` is malformed."""
     problems: list[str] = []
@@ -54,6 +73,10 @@ def verify(graph: Graph, *, check_types: bool = True) -> None:
         unknown = set(n.attrs) - set(opdef.attrs)
         if unknown:
             problems.append(f"node {n.name} ({n.op}) has unknown attributes {sorted(unknown)}")
+        for k, val in n.attrs.items():
+            bad = _attr_type_problem(opdef.attrs.get(k), val)
+            if bad:
+                problems.append(f"node {n.name} ({n.op}): attribute {k}={val!r} {bad}")
         if len(n.outputs) != opdef.num_outputs(n.attrs):
             problems.append(f"node {n.name} ({n.op}) has {len(n.outputs)} outputs, expected "
                             f"{opdef.num_outputs(n.attrs)}")

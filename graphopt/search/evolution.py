@@ -171,6 +171,14 @@ class ParetoEvolution:
         for it in range(start_iter, self.cfg.iterations):
             rng.seed(self.cfg.seed * 1000 + it)
             parents = select_parents(list(self.population.values()), self.cfg.parents_per_iter, rng)
+            # Pin the iteration's parents in the store: a run killed mid-iteration resumes with the same parents
+            # (re-selecting from a population that already holds some of their children would change the run).
+            key = f"parents_{it}"
+            saved = self.store.meta.get(key)
+            if saved is not None and all(h in self.population for h in saved):
+                parents = [self.population[h] for h in saved]
+            else:
+                self.store.meta[key] = [p.hash for p in parents]
             for parent in parents:
                 for _ in range(self.cfg.mutants_per_parent):
                     if self._out_of_budget(t_start):
