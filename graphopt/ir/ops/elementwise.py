@@ -92,6 +92,12 @@ def prelu(X, slope):
 @op("clip", inputs=[In("input"), In("min", optional=True), In("max", optional=True)], category="activation",
     onnx_min_opset=11)
 def clip(input, min=None, max=None):
+    # Constant scalar bounds (ReLU6 and friends) go through hardtanh, whose backward is one fused kernel; tensor
+    # bounds make clamp's backward build comparison masks (~2x slower training of MobileNet-style nets).
+    if (isinstance(min, torch.Tensor) and isinstance(max, torch.Tensor) and min.dim() == 0 and max.dim() == 0
+            and min.device.type == "cpu" and max.device.type == "cpu" and not min.requires_grad
+            and not max.requires_grad and input.is_floating_point()):
+        return torch.nn.functional.hardtanh(input, float(min), float(max))
     return torch.clamp(input, min, max)
 
 
