@@ -161,6 +161,22 @@ class ResidualReduction(nn.Module):
         return self.downsample(x) + self.conv_b(self.conv_a(x))
 
 
+def macro_skeleton(C: int, N: int, make_cell) -> tuple[nn.Module, nn.ModuleList, nn.Module, int]:
+    """NB201's macro network around its cells: stem, 3 stages of ``N`` cells (``make_cell(channels)``) joined
+    by residual reductions, final BN+ReLU. Returns (stem, cells, lastact, output channels); shared with the
+    weight-sharing supernet so both have the same skeleton and parameter names."""
+    stem = nn.Sequential(nn.Conv2d(3, C, 3, padding=1, bias=False), nn.BatchNorm2d(C))
+    cells: list[nn.Module] = []
+    c_prev = C
+    for stage, mult in enumerate((1, 2, 4)):
+        c = C * mult
+        if stage > 0:
+            cells.append(ResidualReduction(c_prev, c))
+        cells += [make_cell(c) for _ in range(N)]
+        c_prev = c
+    return stem, nn.ModuleList(cells), nn.Sequential(nn.BatchNorm2d(c_prev), nn.ReLU(inplace=False)), c_prev
+
+
 class NB201Net(nn.Module):
     """The NB201 network for one architecture (see module docstring)."""
 
@@ -176,17 +192,7 @@ class NB201Net(nn.Module):
         super().__init__()
         self.arch_str = arch_str
         arch = parse_arch(arch_str)
-        self.stem = nn.Sequential(nn.Conv2d(3, C, 3, padding=1, bias=False), nn.BatchNorm2d(C))
-        cells: list[nn.Module] = []
-        c_prev = C
-        for stage, mult in enumerate((1, 2, 4)):
-            c = C * mult
-            if stage > 0:
-                cells.append(ResidualReduction(c_prev, c))
-            cells += [NB201Cell(arch, c) for _ in range(N)]
-            c_prev = c
-        self.cells = nn.ModuleList(cells)
-        self.lastact = nn.Sequential(nn.BatchNorm2d(c_prev), nn.ReLU(inplace=False))
+        self.stem, self.cells, self.lastact, c_prev = macro_skeleton(C, N, lambda c: NB201Cell(arch, c))
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(c_prev, num_classes)
 

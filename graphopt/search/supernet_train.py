@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from graphopt.models.nb201 import ResidualReduction, make_op
+from graphopt.models.nb201 import macro_skeleton, make_op
 from graphopt.supernet import NB201_EDGES, NB201_OPS
 
 
@@ -87,17 +87,7 @@ class NB201Supernet(nn.Module):
     def __init__(self, C: int = 16, N: int = 5, num_classes: int = 10, ops: Sequence[str] = NB201_OPS) -> None:
         super().__init__()
         self.C, self.N, self.ops = C, N, list(ops)
-        self.stem = nn.Sequential(nn.Conv2d(3, C, 3, padding=1, bias=False), nn.BatchNorm2d(C))
-        cells: list[nn.Module] = []
-        c_prev = C
-        for stage, mult in enumerate((1, 2, 4)):
-            c = C * mult
-            if stage > 0:
-                cells.append(ResidualReduction(c_prev, c))
-            cells += [NB201SuperCell(c, ops) for _ in range(N)]
-            c_prev = c
-        self.cells = nn.ModuleList(cells)
-        self.lastact = nn.Sequential(nn.BatchNorm2d(c_prev), nn.ReLU(inplace=False))
+        self.stem, self.cells, self.lastact, c_prev = macro_skeleton(C, N, lambda c: NB201SuperCell(c, ops))
         self.classifier = nn.Linear(c_prev, num_classes)
 
     @property
