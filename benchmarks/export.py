@@ -196,7 +196,7 @@ def resnet20_agreement(epochs: float, test_images: int, tmp: Path) -> dict:
         warnings.simplefilter("ignore")
         torch.onnx.export(net, (torch.randn(1, 3, 32, 32),), str(path), opset_version=17, dynamo=False)
     rep = export_model(str(path), tmp / "resnet20_int8.onnx", target="generic-npu-int8", calib="cifar10",
-                       calib_samples=256, eval_samples=test_images, latency_runs=30)
+                       calib_samples=512, eval_samples=test_images, latency_runs=30)
     q = rep.quantization or {}
     return {"epochs": epochs, "train_seconds": train_s, "train_status": res.status,
             "calibration": q.get("calibration"), "evaluation": q.get("evaluation"),

@@ -2,7 +2,8 @@
 
 Without a target it runs :func:`default_pipeline` -- semantics-preserving passes only (constant and shape folding,
 dropout/identity removal, BatchNorm and per-channel affine folding, transpose/reshape/slice chain folding,
-MatMul+Add -> Gemm, Pad fusion, LayerNorm/Softmax fusion, constant de-duplication) -- and checks the fp32 result
+MatMul+Add -> Gemm, attention head split/merge folding into weights, scalar-scale folding, parallel
+MatMul merging, Pad fusion, LayerNorm/Softmax fusion, constant de-duplication) -- and checks the fp32 result
 against the original. With ``target`` it also binds static shapes, legalizes the graph for the profile, quantizes
 to INT8 QDQ (or converts to fp16), measures top-1 agreement, and lists every remaining violation.
 
@@ -33,7 +34,8 @@ def default_pipeline(opset: int = 18) -> str:
     """The default fp32 export pipeline for ``opset`` (fusions into ops the opset lacks are left out)."""
     fold = f"fold-constants[max_elements={FOLD_MAX_ELEMENTS}]"
     fusions = ["fuse-channel-affine", "fuse-preceding-mul", "fold-elementwise", "fuse-pad", "fuse-slices",
-               "fuse-reshapes", "fold-softmax-flatten", "fuse-matmul-add", "fuse-softmax"]
+               "fuse-reshapes", "fold-softmax-flatten", "fold-head-split", "fold-head-merge", "fold-matmul-scale",
+               "merge-parallel-matmuls", "fuse-matmul-add", "fuse-softmax"]
     if opset >= 17:
         fusions.append("fuse-layernorm")
     if opset >= 20:
@@ -62,7 +64,7 @@ def export_model(
     verify: bool = True,
     print_after: set[str] | None = None,
     pass_modules: list[str] | None = None,
-    calib_samples: int = 128,
+    calib_samples: int = 512,
     eval_samples: int = 1000,
     latency_runs: int = 20,
     out: TextIO | None = None,
@@ -177,7 +179,8 @@ def export_model(
         final = quantize_qdq(fp32_model, calib_data, profile)
         islands = float_islands(final)
         q = {"format": "QDQ", "activation_dtype": profile.activation_dtype, "weight_dtype": profile.weight_dtype,
-             "per_channel": profile.per_channel, "calibration": calib_data.source,
+             "per_channel": profile.per_channel, "calibration": calib_data.source, "calibration_method": "entropy",
+             "outputs": "dequantized int8 result (no output re-quantization)",
              "calibration_samples": len(calib_data), "evaluation": eval_data.source,
              "evaluation_samples": len(eval_data)}
         q.update(agreement(fp32_model, final, eval_data))

@@ -109,6 +109,11 @@ def canonicalize(graph: Graph) -> dict[str, int]:
             if _forward(graph, n, x):
                 c["noop"] += 1
             continue
+        if op in ("add", "sub", "mul", "div") and len(n.inputs) == 2:
+            kept = _identity_operand(n)
+            if kept is not None and _forward(graph, n, kept):
+                c["noop"] += 1
+                continue
         if op == "transpose" and x.producer is not None and x.producer.op == "transpose":
             inner = x.producer
             rank = len(n.outputs[0].type.shape) if n.outputs[0].type and n.outputs[0].type.shape else None
@@ -138,6 +143,30 @@ def canonicalize(graph: Graph) -> dict[str, int]:
             c["reshape-chain"] += 1
     graph.remove_unused_constants()
     return c
+
+
+def _filled_with(v, value: float) -> bool:
+    """``v`` is a float constant (any shape) whose every element equals ``value`` (e.g. an all-zero bias)."""
+    a = None if v is None else v.const
+    return a is not None and a.size > 0 and a.dtype.kind == "f" and bool(np.all(a == value))
+
+
+def _identity_operand(n: Node):
+    """The operand an elementwise node returns unchanged: ``x + 0``, ``0 + x``, ``x - 0``, ``x * 1``, ``1 * x``,
+    ``x / 1`` with a constant of any shape (a zero bias vector, a ones gain); None otherwise.
+
+    Why: exporters emit Linear/LayerNorm biases even when they are all zero, and the scalar-only rule above
+    misses them. ``_forward`` only accepts the rewrite when the output type equals the kept operand's type, so
+    a constant that would broadcast (enlarge) or promote the result is never dropped. (The one bit-level change
+    is ``-0.0 + 0.0 = +0.0``; the signs of zeros do not change any later comparison or product magnitude.)
+    """
+    a, b = n.inputs
+    unit = 0.0 if n.op in ("add", "sub") else 1.0
+    if _filled_with(b, unit):
+        return a
+    if n.op in ("add", "mul") and _filled_with(a, unit):
+        return b
+    return None
 
 
 def _is_noop_movement(n: Node) -> bool:

@@ -17,7 +17,7 @@ import numpy as np
 
 from graphopt.ir.graph import Graph, Node, Value
 from graphopt.pass_api import graph_pass
-from graphopt.rewrite import RewriteRule
+from graphopt.rewrite import RewriteRule, erase_dead
 
 from ._util import (
     is_graph_output,
@@ -27,6 +27,7 @@ from ._util import (
     rank_of,
     scalar_of,
     spatial_pads,
+    static_shape,
     weight_kind,
 )
 
@@ -582,3 +583,243 @@ def dedup_constants(graph: Graph) -> dict[str, int]:
     graph.remove_unused_constants()
     nodes = cse(graph).get("nodes", 0) if merged else 0
     return {"constants": merged, "nodes": nodes}
+
+
+# ------------------------------------------------------------------------------ attention head layout folds
+def _single_use(graph: Graph, v: Value | None, node: Node) -> bool:
+    return v is not None and v.producer is not None and len(v.uses) == 1 and only_used_by(graph, v, node)
+
+
+def _float_const(v: Value | None) -> np.ndarray | None:
+    a = None if v is None else v.const
+    return a if a is not None and a.dtype.kind == "f" else None
+
+
+def _linear_with_bias(graph: Graph, y: Value, consumer: Node) -> tuple[Node, Node | None, np.ndarray | None] | None:
+    """``y = MatMul(x, W) [+ b]`` with constant 2-D ``W`` and a bias varying only along the last axis, each
+    intermediate used only on the way to ``consumer``: (matmul, add node or None, bias vector or None)."""
+    if not _single_use(graph, y, consumer):
+        return None
+    p = y.producer
+    add, bias = None, None
+    if p.op == "add" and len(p.inputs) == 2:
+        for i in (0, 1):
+            b = _float_const(p.inputs[i])
+            inner = p.inputs[1 - i]
+            if b is not None and inner is not None and inner.producer is not None and inner.producer.op == "matmul" \
+                    and _single_use(graph, inner, p) and y.type is not None and inner.type == y.type:
+                vec = per_channel(b, len(y.type.shape or ()), len(y.type.shape or ()) - 1)
+                if vec is not None:
+                    add, bias, p = p, vec, inner.producer
+                    break
+        else:
+            return None
+    if p.op != "matmul":
+        return None
+    w = _float_const(p.inputs[1])
+    if w is None or w.ndim != 2 or p.inputs[0] is None or p.inputs[0].const is not None:
+        return None
+    return p, add, bias
+
+
+@graph_pass("fold-head-split", "MatMul(x, W) [+ b] -> Reshape(..., H, D) -> Transpose (attention head split) "
+                               "-> one MatMul with head-major weights [+ a smaller Transpose]")
+def fold_head_split(graph: Graph) -> dict[str, int]:
+    """Why: attention exports compute ``x @ Wq`` as ``[.., S, H*D]`` and then move heads to the front with a
+    Reshape + Transpose. Re-laying the constant weight out as ``[1.., H, K, D]`` lets MatMul's broadcasting
+    produce ``[.., H, S, D]`` directly (each output element is the same dot product), so the Reshape and usually
+    the Transpose disappear (for K^T a last-two-axes Transpose remains).
+
+    Limitation (documented, checked): the leading (batch) dims of ``x`` must all be 1 -- the batch-1 static
+    shapes NPU exports and benchmarks use -- because a batch dim > 1 would broadcast against the new head axis.
+    """
+    n_done = 0
+    for t in graph.nodes:
+        if t.op != "transpose" or t.graph is not graph:
+            continue
+        r_v = t.inputs[0]
+        if not _single_use(graph, r_v, t) or r_v.producer.op != "reshape":
+            continue
+        rs = r_v.producer
+        lin = _linear_with_bias(graph, rs.inputs[0], rs)
+        if lin is None:
+            continue
+        mm, add, bias = lin
+        x, w = mm.inputs[0], mm.inputs[1].const
+        xs, rsh = static_shape(x), static_shape(r_v)
+        if xs is None or rsh is None or len(xs) < 2 or any(d != 1 for d in xs[:-2]):
+            continue
+        nb, (k, n) = len(xs) - 2, w.shape
+        if len(rsh) != len(xs) + 1 or tuple(rsh[:-2]) != tuple(xs[:-1]) or rsh[-2] * rsh[-1] != n or xs[-1] != k:
+            continue
+        h, d = rsh[-2], rsh[-1]
+        perm = t.attrs.get("perm") or list(reversed(range(len(rsh))))
+        t0 = list(range(nb)) + [nb + 1, nb, nb + 2]  # reshaped axes in the order the new MatMul produces them
+        q = [t0.index(int(a)) for a in perm]
+        w_new = w.reshape(k, h, d).transpose(1, 0, 2).reshape((1,) * nb + (h, k, d))
+        with graph.inserting_before(t):
+            wv = new_const(graph, f"{mm.name}_w_heads", w_new, like=mm.inputs[1], kind=weight_kind(mm.inputs[1]))
+            out = graph.create_node("matmul", [x, wv], name=mm.name).output
+            if add is not None:
+                b_arr = bias if bias.size == 1 else bias.reshape((1,) * nb + (h, 1, d))
+                bv = new_const(graph, f"{add.name}_b_heads", b_arr, like=mm.inputs[1])
+                out = graph.create_node("add", [out, bv], name=add.name).output
+            if q != list(range(len(q))):
+                out = graph.create_node("transpose", [out], {"perm": q}, name=t.name).output
+        if out.type != t.outputs[0].type:  # shape inference disagrees: undo (consumers first)
+            created = []
+            while out.producer is not None and out.producer is not mm and out is not x:
+                created.append(out.producer)
+                out = out.producer.inputs[0]
+            erase_dead(graph, created)
+            continue
+        graph.replace_all_uses(t.outputs[0], out)
+        erase_dead(graph, [t, rs, *([add] if add is not None else []), mm])
+        n_done += 1
+    graph.remove_unused_constants()
+    return {"head-split": n_done}
+
+
+@graph_pass("fold-head-merge", "Transpose -> Reshape (attention head merge) -> MatMul(W) -> MatMul with per-head "
+                               "weights + ReduceSum over heads")
+def fold_head_merge(graph: Graph) -> dict[str, int]:
+    """Why: the attention output ``[.., H, S, D]`` is merged back to ``[.., S, H*D]`` by Transpose + Reshape only
+    to be multiplied by the output projection ``W [H*D, N]``. Since ``concat_h(Y_h) @ W = sum_h Y_h @ W_h``, a
+    MatMul with the weight viewed as ``[H, D, N]`` followed by ReduceSum over the head axis computes the same
+    result with one node fewer (sums are re-associated: equal up to float rounding).
+    """
+    n_done = 0
+    for mm in graph.nodes:
+        if mm.op != "matmul" or mm.graph is not graph:
+            continue
+        w = _float_const(mm.inputs[1])
+        v = mm.inputs[0]
+        if w is None or w.ndim != 2 or not _single_use(graph, v, mm) or v.producer.op != "reshape":
+            continue
+        rs = v.producer
+        u = rs.inputs[0]
+        if not _single_use(graph, u, rs) or u.producer.op != "transpose":
+            continue
+        tr = u.producer
+        y = tr.inputs[0]
+        ys, vs = static_shape(y), static_shape(v)
+        if ys is None or vs is None or len(ys) < 3:
+            continue
+        rk = len(ys)
+        perm = [int(a) for a in (tr.attrs.get("perm") or list(reversed(range(rk))))]
+        h, s, d = ys[-3], ys[-2], ys[-1]
+        if perm != list(range(rk - 3)) + [rk - 2, rk - 3, rk - 1] or tuple(vs) != tuple(ys[:-3]) + (s, h * d) \
+                or w.shape[0] != h * d:
+            continue
+        with graph.inserting_before(mm):
+            wv = new_const(graph, f"{mm.name}_w_heads", w.reshape(h, d, w.shape[1]), like=mm.inputs[1],
+                           kind=weight_kind(mm.inputs[1]))
+            prod = graph.create_node("matmul", [y, wv], name=mm.name).output
+            axes = graph.add_const(f"{mm.name}_head_axis", np.asarray([rk - 3], dtype=np.int64))
+            out = graph.create_node("reduce_sum", [prod, axes], {"keepdims": 0}, name=f"{mm.name}_sum_heads").output
+        if out.type != mm.outputs[0].type:
+            erase_dead(graph, [out.producer, prod.producer])
+            continue
+        graph.replace_all_uses(mm.outputs[0], out)
+        erase_dead(graph, [mm, rs, tr])
+        n_done += 1
+    graph.remove_unused_constants()
+    return {"head-merge": n_done}
+
+
+def _scale_sites(graph: Graph, v: Value | None, consumer: Node, depth: int = 0) -> list[tuple[Node, int]] | None:
+    """Constant inputs that must all be multiplied by ``c`` so that ``v`` becomes ``c * v`` (or None): through
+    MatMul (linear in each operand), layout ops, and Add/Sub of a constant (scaled too)."""
+    if depth > 16 or v is None or not _single_use(graph, v, consumer):
+        return None
+    p = v.producer
+    if p.op == "matmul":
+        for i in (1, 0):
+            if _float_const(p.inputs[i]) is not None:
+                return [(p, i)]
+        for i in (0, 1):
+            s = _scale_sites(graph, p.inputs[i], p, depth + 1)
+            if s is not None:
+                return s
+        return None
+    if p.op in ("transpose", "reshape", "squeeze", "unsqueeze", "flatten"):
+        return _scale_sites(graph, p.inputs[0], p, depth + 1)
+    if p.op in ("add", "sub") and len(p.inputs) == 2:
+        for i in (0, 1):
+            if _float_const(p.inputs[i]) is not None:
+                s = _scale_sites(graph, p.inputs[1 - i], p, depth + 1)
+                return None if s is None else [*s, (p, i)]
+    return None
+
+
+@graph_pass("fold-matmul-scale", "Fold a scalar Mul/Div after a MatMul chain into a constant weight upstream "
+                                 "(attention's 1/sqrt(d) scaling)")
+def fold_matmul_scale(graph: Graph) -> dict[str, int]:
+    """``(x @ Wq') @ K^T * c -> (x @ (c Wq')) @ K^T``: a scalar commutes with MatMul, layout ops and a constant
+    bias (scaled with it), so it can be absorbed by the first constant weight found upstream. Exact when ``c`` is
+    a power of two (1/sqrt(64) = 0.125); otherwise equal up to one rounding of the folded weight."""
+    n_done = 0
+    for node in graph.nodes:
+        if node.op not in ("mul", "div") or node.graph is not graph or len(node.inputs) != 2:
+            continue
+        cands = [(1, 0)] if node.op == "div" else [(1, 0), (0, 1)]
+        for ci, xi in cands:
+            c = scalar_of(node.inputs[ci]) if _float_const(node.inputs[ci]) is not None else None
+            x = node.inputs[xi]
+            if c is None or x is None or x.type != node.outputs[0].type or x.type is None \
+                    or not x.type.dtype.is_float or (node.op == "div" and c == 0.0):
+                continue
+            factor = 1.0 / c if node.op == "div" else c
+            sites = _scale_sites(graph, x, node)
+            if sites is None:
+                continue
+            for p, i in sites:
+                old = p.inputs[i]
+                p.set_input(i, new_const(graph, f"{p.name}_scaled", old.const.astype(np.float64) * factor, like=old,
+                                         kind=weight_kind(old)))
+            graph.replace_all_uses(node.outputs[0], x)
+            graph.erase_node(node)
+            n_done += 1
+            break
+    graph.remove_unused_constants()
+    return {"scale": n_done}
+
+
+@graph_pass("merge-parallel-matmuls", "MatMuls of one input by constant weights (Q/K/V, gate/up projections) -> "
+                                      "one MatMul with concatenated weights + Split")
+def merge_parallel_matmuls(graph: Graph) -> dict[str, int]:
+    """Why: one wider MatMul reads the input once and keeps the MAC array busier than several narrow ones; each
+    output column is the same dot product as before, so the results are unchanged. Weights must have the same
+    shape except the last (output) axis."""
+    groups: dict[tuple, list[Node]] = {}
+    for n in graph.nodes:
+        if n.op != "matmul" or n.graph is not graph or n.inputs[0] is None or n.inputs[0].const is not None:
+            continue
+        w = _float_const(n.inputs[1])
+        if w is None or w.ndim < 2 or static_shape(n.outputs[0]) is None:
+            continue
+        groups.setdefault((id(n.inputs[0]), w.shape[:-1], w.dtype.str), []).append(n)
+    merged = 0
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        ws = [m.inputs[1].const for m in members]
+        sizes = [int(w.shape[-1]) for w in ws]
+        first = members[0]  # graph.nodes is topological: the earliest member
+        rank = len(static_shape(first.outputs[0]))  # type: ignore[arg-type]
+        with graph.inserting_before(first):
+            wv = new_const(graph, f"{first.name}_w_merged", np.concatenate(ws, axis=-1), like=first.inputs[1],
+                           kind=weight_kind(*[m.inputs[1] for m in members]))
+            out = graph.create_node("matmul", [first.inputs[0], wv], name=f"{first.name}_merged").output
+            split = graph.add_const(f"{first.name}_split", np.asarray(sizes, dtype=np.int64))
+            sp = graph.create_node("split", [out, split], {"axis": rank - 1, "num_outputs": len(members)},
+                                   name=f"{first.name}_split")
+        if any(o.type != m.outputs[0].type for o, m in zip(sp.outputs, members, strict=True)):
+            erase_dead(graph, [sp, out.producer])
+            continue
+        for o, m in zip(sp.outputs, members, strict=True):
+            graph.replace_all_uses(m.outputs[0], o)
+        erase_dead(graph, members)
+        merged += len(members)
+    graph.remove_unused_constants()
+    return {"matmuls": merged}

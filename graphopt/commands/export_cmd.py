@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
                                                               "pass ('all' for every pass).")] = None,
         plugin: Annotated[list[str] | None, typer.Option("-p", "--pass", help="Run your pass(es) after the "
                                                          "optimization pipeline: pkg.mod:fn or pkg.mod.")] = None,
-        calib_samples: Annotated[int, typer.Option(help="Calibration samples.")] = 128,
+        calib_samples: Annotated[int, typer.Option(help="Calibration samples.")] = 512,
         eval_samples: Annotated[int, typer.Option(help="Samples for the int8 top-1 agreement.")] = 1000,
         latency_runs: Annotated[int, typer.Option(help="onnxruntime timing runs (0 skips the latency "
                                                        "measurement).")] = 20,

@@ -6,8 +6,13 @@ per model input (or a single ``x``; optional labels ``y``), or random inputs -- 
 because activation ranges measured on noise can be far from real ones.
 
 Quantization is ``quantize_static`` in QDQ format (QuantizeLinear/DequantizeLinear pairs around each quantized
-op, the form NPU toolchains import), per-channel weight scales when the profile asks for them, MinMax
-calibration. fp16 targets are converted with onnxruntime's float16 converter instead (inputs/outputs stay fp32).
+op, the form NPU toolchains import), per-channel weight scales when the profile asks for them, entropy (KL)
+calibration of activation ranges by default, and graph outputs left as the dequantized result of the last int8
+op (no final 8-bit re-quantization of the logits). Both defaults were chosen by measurement on the demo
+ResNet-20 (graphopt/data/demo_resnet.onnx), 5000 CIFAR-10 test images: top-1 agreement with fp32 98.1% (MinMax,
+256 samples, logits re-quantized) -> 98.7% (float outputs) -> 98.9% (plus entropy, 512 samples); percentile,
+symmetric activations, per-tensor weights and more MinMax samples did not help. fp16 targets are converted with
+onnxruntime's float16 converter instead (inputs/outputs stay fp32).
 """
 
 from __future__ import annotations
@@ -167,8 +172,19 @@ def _from_npz(p: Path, specs: list[tuple[str, TensorType]], n: int) -> CalibData
 
 
 # -------------------------------------------------------------------------------------------- quantization
-def quantize_qdq(model: Any, calib: CalibData, profile: Profile, *, max_calib: int = 256) -> Any:
-    """QDQ-quantize an fp32 ``onnx.ModelProto`` with ``calib`` samples; returns the quantized ModelProto."""
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile", "distribution")
+
+
+def quantize_qdq(model: Any, calib: CalibData, profile: Profile, *, max_calib: int = 512,
+                 method: str = "entropy", percentile: float = 99.999, float_outputs: bool = True) -> Any:
+    """QDQ-quantize an fp32 ``onnx.ModelProto`` with ``calib`` samples; returns the quantized ModelProto.
+
+    ``method`` picks onnxruntime's calibrator (``minmax``, ``entropy``, ``percentile`` with ``percentile``, or
+    ``distribution``). Entropy (KL) clips rare activation outliers that MinMax lets stretch the int8 grid. With
+    ``float_outputs`` a QuantizeLinear -> DequantizeLinear pair that only re-quantizes a graph output is removed:
+    the output is the last int8 op's result dequantized (what NPUs return for logits from their int32
+    accumulators); re-quantizing logits to 8 bits flips close top-1 decisions and buys nothing on the device.
+    """
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -180,6 +196,10 @@ def quantize_qdq(model: Any, calib: CalibData, profile: Profile, *, max_calib: i
 
     if not calib.feeds:
         raise CalibrationError("no calibration samples")
+    if method not in CALIBRATION_METHODS:
+        raise GraphoptError(f"calibration method {method!r}: choose one of {', '.join(CALIBRATION_METHODS)}")
+    cal_method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                  "percentile": CalibrationMethod.Percentile, "distribution": CalibrationMethod.Distribution}[method]
     act = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8, "int16": QuantType.QInt16}[profile.activation_dtype]
     wt = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8, "int16": QuantType.QInt16}.get(profile.weight_dtype,
                                                                                            QuantType.QInt8)
@@ -201,13 +221,47 @@ def quantize_qdq(model: Any, calib: CalibData, profile: Profile, *, max_calib: i
         root.setLevel(logging.ERROR)  # onnxruntime.quantization logs a pre-processing hint on the root logger
         try:
             quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=profile.per_channel,
-                            activation_type=act, weight_type=wt, calibrate_method=CalibrationMethod.MinMax,
-                            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+                            activation_type=act, weight_type=wt, calibrate_method=cal_method,
+                            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
+                                           "CalibPercentile": float(percentile)})
         except Exception as e:  # noqa: BLE001 - re-raised with context
             raise GraphoptError(f"onnxruntime quantize_static failed: {type(e).__name__}: {e}") from e
         finally:
             root.setLevel(level)
-        return onnx.load(str(dst))
+        out = onnx.load(str(dst))
+    if float_outputs:
+        strip_output_requantization(out)
+    return out
+
+
+def strip_output_requantization(model: Any) -> int:
+    """Remove ``y -> QuantizeLinear -> DequantizeLinear -> graph output`` pairs (``y`` used nowhere else) so
+    the output is ``y`` itself, keeping its name; returns how many outputs were changed."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    uses: dict[str, int] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            uses[i] = uses.get(i, 0) + 1
+    out_names = [o.name for o in model.graph.output]
+    changed = 0
+    for name in out_names:
+        dq = producers.get(name)
+        if dq is None or dq.op_type != "DequantizeLinear":
+            continue
+        q = producers.get(dq.input[0])
+        if q is None or q.op_type != "QuantizeLinear" or uses.get(q.output[0], 0) != 1:
+            continue
+        src = q.input[0]
+        p = producers.get(src)
+        if p is None or uses.get(src, 0) != 1 or src in out_names or p.op_type == "DequantizeLinear":
+            continue
+        for i, o in enumerate(p.output):
+            if o == src:
+                p.output[i] = name
+        model.graph.node.remove(dq)
+        model.graph.node.remove(q)
+        changed += 1
+    return changed
 
 
 def to_fp16(model: Any) -> Any:
