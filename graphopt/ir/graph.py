@@ -9,6 +9,7 @@ array and have no producer. Annotations (cost, proxy scores, rewrite provenance)
 from __future__ import annotations
 
 import contextlib
+import copy
 import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -122,6 +123,28 @@ class Node:
         outs = ", ".join(f"%{v.name}" for v in self.outputs)
         attrs = "" if not self.attrs else " {" + ", ".join(f"{k}={_short(v)}" for k, v in self.attrs.items()) + "}"
         return f"{outs} = {self.op}({ins}){attrs}  # {self.name}"
+
+
+def _copy_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """Copy a meta dict with its nested containers (dict/list/set/tuple) duplicated.
+
+    Leaves (arrays, strings, and any object such as a Node a pass may keep there) are shared, not deep-copied:
+    arrays are treated as immutable like constants, and deep-copying a Node would drag a whole graph along.
+    """
+    return _copy_container(meta)
+
+
+def _copy_container(v: Any) -> Any:
+    if isinstance(v, dict | list):
+        out = copy.copy(v)  # keeps the container's own type (OrderedDict, defaultdict, ...)
+        for k in (out.keys() if isinstance(out, dict) else range(len(out))):
+            out[k] = _copy_container(out[k])
+        return out
+    if isinstance(v, set):
+        return set(v)
+    if type(v) is tuple:
+        return tuple(_copy_container(x) for x in v)
+    return v
 
 
 def _short(v: Any) -> str:
@@ -390,18 +413,22 @@ class Graph:
         Boundary inputs are non-constant values used inside but produced outside; boundary outputs are values
         produced inside and used outside (or graph outputs). Constants are copied in.
         """
-        node_list = [n for n in self.nodes if id(n) in {id(x) for x in nodes}]
+        wanted = {id(x) for x in nodes}  # built once: ``nodes`` may be a one-shot iterator
+        node_list = [n for n in self.nodes if id(n) in wanted]
         inside = {id(n) for n in node_list}
+        graph_outs = {id(v) for v in self.outputs}
         b_in: list[Value] = []
+        seen_in: set[int] = set()
         b_out: list[Value] = []
         for n in node_list:
             for v in n.inputs:
                 if v is None or v.is_const or (v.producer is not None and id(v.producer) in inside):
                     continue
-                if all(v is not x for x in b_in):
+                if id(v) not in seen_in:
+                    seen_in.add(id(v))
                     b_in.append(v)
             for o in n.outputs:
-                if any(id(u.node) not in inside for u in o.uses) or any(o is g for g in self.outputs):
+                if id(o) in graph_outs or any(id(u.node) not in inside for u in o.uses):
                     b_out.append(o)
         sub = Graph(name)
         vmap: dict[int, Value] = {}
@@ -420,33 +447,37 @@ class Graph:
                     ins.append(vmap[id(v)])
             nn_ = sub.create_node(n.op, ins, dict(n.attrs), name=n.name, output_names=[o.name for o in n.outputs],
                                   output_types=[o.type for o in n.outputs], infer=False)
-            nn_.meta = dict(n.meta)
+            nn_.meta = _copy_meta(n.meta)
             for o, no in zip(n.outputs, nn_.outputs, strict=True):
                 vmap[id(o)] = no
         sub.set_outputs([vmap[id(v)] for v in b_out])
         return sub, b_in, b_out
 
     def copy(self) -> Graph:
-        """Deep structural copy; constant arrays are shared (treat them as immutable)."""
+        """Deep structural copy; constant arrays are shared (treat them as immutable).
+
+        ``meta`` dicts are copied with their containers (dicts, lists, sets) duplicated, so a copy that grows
+        e.g. ``_sym_sentinels`` or appends to a provenance list does not change the original.
+        """
         g = Graph(self.name)
-        g.meta = dict(self.meta)
+        g.meta = _copy_meta(self.meta)
         vmap: dict[int, Value] = {}
         for v in self.inputs:
             nv = g.add_input(v.name, v.type)
-            nv.meta = dict(v.meta)
+            nv.meta = _copy_meta(v.meta)
             vmap[id(v)] = nv
         for v in self.constants.values():
             nv = g.add_const(v.name, v.const, v.kind)
             nv.type = v.type
-            nv.meta = dict(v.meta)
+            nv.meta = _copy_meta(v.meta)
             vmap[id(v)] = nv
         for n in self.nodes:
             nn_ = g.create_node(n.op, [None if v is None else vmap[id(v)] for v in n.inputs], dict(n.attrs),
                                 name=n.name, output_names=[o.name for o in n.outputs],
                                 output_types=[o.type for o in n.outputs], infer=False)
-            nn_.meta = dict(n.meta)
+            nn_.meta = _copy_meta(n.meta)
             for o, no in zip(n.outputs, nn_.outputs, strict=True):
-                no.meta = dict(o.meta)
+                no.meta = _copy_meta(o.meta)
                 vmap[id(o)] = no
         g.outputs = [vmap[id(v)] for v in self.outputs]
         return g

@@ -98,7 +98,9 @@ def infer_node(node: Node) -> None:
         return
     rev = {s: k for k, s in table.items()}
     try:
-        with torch.no_grad():
+        # Meta device: value-producing ops (constant_of_shape, range) whose static operands hold symbolic
+        # sentinels (~7e6 per symbol) would otherwise allocate their whole output for real.
+        with torch.no_grad(), torch.device("meta"):
             res = opdef.fn(*args, **node.attrs)
     except Exception as e:  # noqa: BLE001 - re-raised with the node named
         shapes = ", ".join("None" if v is None else str(v.type) for v in node.inputs)
@@ -160,6 +162,12 @@ def _try_known(node: Node, opdef, table: dict[str, int]) -> None:
         return
     if not opdef.value_prop:
         return
+    # Only tiny, statically shaped results are worth knowing; checking the already-inferred output types first
+    # also keeps a sentinel-sized ``range`` from being materialized here.
+    for o in node.outputs:
+        n = None if o.type is None else o.type.numel()
+        if n is None or n > _KNOWN_MAX_NUMEL:
+            return
     vals = []
     sym = False
     for i, v in enumerate(node.inputs):
@@ -173,7 +181,10 @@ def _try_known(node: Node, opdef, table: dict[str, int]) -> None:
         if opdef.input_spec(i).static:
             vals.append(np.asarray(kv).tolist())
         else:
-            vals.append(torch.as_tensor(np.asarray(kv)))
+            try:  # a copy: constants may be read-only (safetensors, ONNX raw data) and torch warns on those
+                vals.append(torch.as_tensor(np.array(kv, copy=True)))
+            except TypeError:  # a dtype torch cannot take from numpy (bfloat16): no known value
+                return
     try:
         with torch.no_grad():
             res = opdef.fn(*vals, **node.attrs)

@@ -54,9 +54,17 @@ def _split_outputs(attrs):
 def split(input, split=None, *, axis=0, num_outputs=None):
     if split is not None and len(_as_list(split)) > 0:
         return tuple(torch.split(input, _as_list(split), axis))
+    # ONNX-18: ceil-sized chunks, the last one smaller (possibly empty); onnxruntime rejects a negative last.
+    if not num_outputs:
+        raise ValueError("split: give either the split sizes input or the num_outputs attribute")
     n = input.shape[axis]
     chunk = -(-n // num_outputs)
-    return tuple(torch.split(input, chunk, axis))
+    last = n - chunk * (num_outputs - 1)
+    if last < 0:
+        raise ValueError(f"split: dim {axis} of size {n} cannot be split into num_outputs={num_outputs} "
+                         f"chunks of ceil({n}/{num_outputs})={chunk} (the last chunk would be negative); "
+                         f"give explicit split sizes instead")
+    return tuple(torch.split(input, [chunk] * (num_outputs - 1) + [last], axis))
 
 
 @op("slice", inputs=[In("data"), In("starts", static=True), In("ends", static=True),
@@ -86,8 +94,11 @@ def slice_(data, starts, ends, axes=None, steps=None):
 
 
 
-@op("gather", inputs=[In("data"), In("indices")], attrs={"axis": 0}, category="memory", value_prop=True)
+@op("gather", inputs=[In("data"), In("indices")], attrs={"axis": 0}, category="memory", value_prop=True,
+    weight_inputs=(0,))
 def gather(data, indices, *, axis=0):
+    """A float constant table gathered by row is an embedding: ``weight_inputs=(0,)`` makes importers (ONNX)
+    mark it a trainable ``param`` (integer shape tables stay ``const``, the ONNX frontend only promotes floats)."""
     axis = axis % data.dim()
     n = data.shape[axis]
     idx = torch.where(indices < 0, indices + n, indices).to(torch.int64)
@@ -157,11 +168,17 @@ def size(data):
 @op("constant_of_shape", onnx="ConstantOfShape", inputs=[In("input", static=True)], attrs={"value": None},
     category="memory", onnx_min_opset=9)
 def constant_of_shape(input, *, value=None):
-    """``value`` is a one-element array (dtype included); default float32 zero as in ONNX."""
+    """``value`` is a one-element array (dtype included); default float32 zero as in ONNX.
+
+    The fill value is read on the CPU (explicit ``device``) so shape inference can run this under
+    ``torch.device("meta")``; a numpy ``value`` is copied because read-only arrays make torch warn.
+    """
     shp = _as_list(input)
     if value is None:
         return torch.zeros(shp, dtype=torch.float32)
-    v = torch.as_tensor(value).reshape(-1)
+    if not isinstance(value, torch.Tensor):
+        value = torch.as_tensor(value.copy(), device="cpu")
+    v = value.reshape(-1)
     return torch.full(shp, v[0].item(), dtype=v.dtype)
 
 
