@@ -14,12 +14,12 @@ import argparse
 from pathlib import Path
 
 import torch
+from graphopt.models import example_inputs, get
 
 from graphopt.backends.onnx import to_onnx
 from graphopt.eval.data import load_dataset
 from graphopt.eval.train import TrainConfig, seed_everything, train_model
 from graphopt.frontends.torch import from_torch
-from graphopt.models import example_inputs, get
 
 
 def build(out: Path, epochs: float, seed: int = 0) -> dict[str, float]:
