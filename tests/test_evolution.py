@@ -77,7 +77,13 @@ def test_sigkilled_search_resumes_without_losing_or_rescoring(tmp_path):
     for trial in range(3):  # kill at three different points
         p = subprocess.Popen([sys.executable, str(script), str(run), str(log), "0.05"], env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(3.0 + trial)
+        # Kill once this trial's scorings have started (polling, not a fixed sleep: start-up time varies).
+        deadline = time.monotonic() + 120
+        want = 2 * (trial + 1)
+        while time.monotonic() < deadline and p.poll() is None:
+            if log.exists() and len(log.read_text().split()) >= want:
+                break
+            time.sleep(0.05)
         p.send_signal(signal.SIGKILL)
         p.wait()
         with ResultStore.open(run, reset_running=False) as st:
