@@ -134,6 +134,7 @@ def bench_roundtrip(name: str, repeats: int, lower_repeats: int, dynamo: bool, t
         "onnx_ratio_vs_dynamo": None if t_dyn is None else t_onnx / t_dyn,
         "max_abs_err_torch": err_torch,
         "max_abs_err_onnx": err_onnx,
+        "max_abs_output": max(float(np.max(np.abs(r))) if r.size else 0.0 for r in ref),
     }
 
 
@@ -238,7 +239,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(f"  train {name}: {t['ratio']:.3f}x", flush=True)
 
     hdr = (f"{'model':<20}{'nodes':>6}{'lower':>9}{'to_torch':>10}{'to_onnx':>9}{'export(ts)':>11}"
-           f"{'export(dyn)':>12}{'onnx/ts':>9}{'onnx/dyn':>9}{'err torch':>11}{'err onnx':>10}")
+           f"{'export(dyn)':>12}{'onnx/ts':>9}{'onnx/dyn':>9}{'err torch':>11}{'err onnx':>10}{'max|out|':>10}")
     print("\nLowering and emission (best of repeats; export = torch.onnx.export of the same module, opset 18)")
     print(hdr)
     print("-" * len(hdr))
@@ -247,7 +248,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"{r['model']:<20}{r['nodes']:>6}{_fmt(r['lower_s']):>9}{_fmt(r['emit_torch_s']):>10}"
               f"{_fmt(r['emit_onnx_s']):>9}{_fmt(r['torch_onnx_export_torchscript_s']):>11}"
               f"{_fmt(r['torch_onnx_export_dynamo_s']):>12}{r['onnx_ratio']:>9.3f}"
-              f"{'-' if dyn is None else f'{dyn:.3f}':>9}{r['max_abs_err_torch']:>11.1e}{r['max_abs_err_onnx']:>10.1e}")
+              f"{'-' if dyn is None else f'{dyn:.3f}':>9}{r['max_abs_err_torch']:>11.1e}{r['max_abs_err_onnx']:>10.1e}"
+              f"{r['max_abs_output']:>10.1e}")
     worst = max(r["onnx_ratio"] for r in rows)
     print(f"worst to_onnx / torch.onnx.export(TorchScript) ratio: {worst:.3f} (target <= 0.5)")
     if train:
