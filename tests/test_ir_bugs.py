@@ -210,20 +210,13 @@ def test_resize_linear_matches_onnxruntime(ctm, kind, val):
     np.testing.assert_allclose(_ort(to_onnx(g), {"x": _X})[0], want, rtol=1e-4, atol=1e-5)
 
 
-def test_resize_linear_asymmetric_names_the_unsupported_mode():
-    with pytest.raises(Exception, match="coordinate_transformation_mode=asymmetric") as e:
-        load_onnx(_resize_model(_X.shape, "linear", "asymmetric", "scales", [1, 1, 2.0, 2.0]))
-    assert "mode=linear" in str(e.value)
-
-
-@pytest.mark.xfail(strict=True, reason="graphopt/ir/ops/nn.py resize: nearest half_pixel uses 'nearest-exact' "
-                   "(round half up) for ONNX's default round_prefer_floor, and pytorch_half_pixel ignores the "
-                   "size-1 rule; fix reported to the lead (nn.py is not this helper's file)")
 @pytest.mark.parametrize(("mode", "ctm", "kind", "val"), [
-    ("nearest", "half_pixel", "scales", [1, 1, 2.0, 1.5]),
-    ("linear", "pytorch_half_pixel", "sizes", [1, 2, 1, 3]),
+    ("nearest", "half_pixel", "scales", [1, 1, 2.0, 1.5]),  # ONNX's round_prefer_floor, not round-half-up
+    ("linear", "pytorch_half_pixel", "sizes", [1, 2, 1, 3]),  # the size-1 special case
+    ("linear", "asymmetric", "scales", [1, 1, 2.0, 2.0]),
+    ("nearest", "asymmetric", "sizes", [1, 2, 9, 4]),
 ])
-def test_resize_known_mismatches_with_onnxruntime(mode, ctm, kind, val):
+def test_resize_modes_match_onnxruntime(mode, ctm, kind, val):
     model = _resize_model(_X.shape, mode, ctm, kind, val)
     got = to_torch(load_onnx(model))(torch.from_numpy(_X)).numpy()
     np.testing.assert_allclose(got, _ort(model, {"x": _X})[0], rtol=1e-4, atol=1e-5)

@@ -187,6 +187,29 @@ def global_max_pool(X):
 
 
 # ------------------------------------------------------------------------------------------------- resampling
+def _resize_coords(n_out, n_in, scale, ctm, device):
+    """ONNX Resize: original coordinate of every output index along one axis, in float32 arithmetic with a
+    float32 scale (``out/in`` when ``sizes`` were given), as onnxruntime computes it -- ties such as 3.5
+    then round the same way."""
+    x = torch.arange(n_out, dtype=torch.float32, device=device)
+    if scale is None:  # sizes given: the float32 ratio out/in
+        s = torch.tensor(n_out, dtype=torch.float32, device=device) / torch.tensor(n_in, dtype=torch.float32,
+                                                                                    device=device)
+    else:
+        s = torch.tensor(scale, dtype=torch.float32, device=device)
+    if ctm == "align_corners":
+        return x * (n_in - 1) / (n_out - 1) if n_out > 1 else torch.zeros_like(x)
+    if ctm == "asymmetric":
+        return x / s
+    if ctm == "half_pixel":
+        return (x + 0.5) / s - 0.5
+    if ctm == "pytorch_half_pixel":
+        return (x + 0.5) / s - 0.5 if n_out > 1 else torch.zeros_like(x)
+    if ctm == "tf_half_pixel_for_nn":
+        return (x + 0.5) / s
+    raise NotImplementedError(f"resize coordinate_transformation_mode={ctm} is not supported")
+
+
 @op("resize", inputs=[In("X"), In("roi", optional=True, static=True), In("scales", optional=True, static=True),
                       In("sizes", optional=True, static=True)],
     attrs={"mode": "nearest", "coordinate_transformation_mode": "half_pixel",
@@ -196,29 +219,71 @@ def global_max_pool(X):
 def resize(X, roi=None, scales=None, sizes=None, *, mode="nearest", coordinate_transformation_mode="half_pixel",
            nearest_mode="round_prefer_floor", cubic_coeff_a=-0.75, exclude_outside=0, extrapolation_value=0.0,
            antialias=0, axes=None, keep_aspect_ratio_policy="stretch"):
-    """Covers the modes frameworks emit; other combinations raise with the mode named."""
+    """Nearest and (bi/tri)linear follow ONNX exactly for every coordinate mode (separable index/lerp along
+    each spatial axis); cubic uses F.interpolate where it matches (half_pixel, align_corners)."""
     nd = X.dim() - 2
-    if sizes is not None and len(sizes) > 0:
-        size = [int(v) for v in list(sizes)[-nd:]]
-        sc = None
-    else:
-        size = None
-        sc = [float(v) for v in list(scales)[-nd:]]
     ctm = coordinate_transformation_mode
-    if mode == "nearest":
-        if ctm == "asymmetric" and nearest_mode == "floor":
-            return F.interpolate(X, size=size, scale_factor=sc, mode="nearest")
-        if ctm in ("half_pixel", "pytorch_half_pixel") and nearest_mode in ("round_prefer_ceil", "round_prefer_floor"):
-            return F.interpolate(X, size=size, scale_factor=sc, mode="nearest-exact")
-    elif mode in ("linear", "cubic"):
-        tmode = {1: "linear", 2: "bilinear", 3: "trilinear"}[nd] if mode == "linear" else "bicubic"
-        if ctm == "align_corners":
-            return F.interpolate(X, size=size, scale_factor=sc, mode=tmode, align_corners=True)
-        if ctm in ("half_pixel", "pytorch_half_pixel"):
-            return F.interpolate(X, size=size, scale_factor=sc, mode=tmode, align_corners=False,
-                                 antialias=bool(antialias))
-    raise NotImplementedError(f"resize mode={mode} coordinate_transformation_mode={ctm} "
-                              f"nearest_mode={nearest_mode} is not supported")
+    spatial = list(range(2, X.dim()))
+    if (axes is not None and [a % X.dim() for a in axes] != spatial) or keep_aspect_ratio_policy != "stretch":
+        raise NotImplementedError("resize with axes / keep_aspect_ratio_policy is not supported")
+    n_in = list(X.shape[2:])
+    if sizes is not None and len(sizes) > 0:
+        n_out = [int(v) for v in list(sizes)[-nd:]]
+        sc = [o / i for o, i in zip(n_out, n_in, strict=True)]
+    else:
+        sc = [float(v) for v in list(scales)[-nd:]]
+        # floor(in * scale) in float32, as onnxruntime (3 * 1.6666666f is 5.0 in float32, 4.99.. in float64)
+        f32 = torch.float32
+        n_out = [int(torch.floor(torch.tensor(float(i), dtype=f32, device="cpu")
+                                 * torch.tensor(s, dtype=f32, device="cpu"))) for i, s in zip(n_in, sc, strict=True)]
+    given = None if sizes is not None and len(sizes) > 0 else sc
+    if mode == "cubic" or (mode == "linear" and antialias and any(s < 1 for s in sc)):
+        tmode = "bicubic" if mode == "cubic" else {1: "linear", 2: "bilinear", 3: "trilinear"}[nd]
+        if ctm == "pytorch_half_pixel" and min(n_out) > 1:
+            ctm = "half_pixel"
+        if ctm in ("align_corners", "half_pixel") and cubic_coeff_a == -0.75 and not exclude_outside:
+            return F.interpolate(X, size=None if given else n_out, scale_factor=given, mode=tmode,  # given scale kept
+                                 align_corners=ctm == "align_corners", antialias=bool(antialias))
+        raise NotImplementedError(f"resize mode={mode} coordinate_transformation_mode={ctm} "
+                                  f"cubic_coeff_a={cubic_coeff_a} antialias={antialias} is not supported")
+    if mode == "linear" and not antialias and nd <= 3:
+        # Fast path (training speed, e.g. HRNet upsampling): F.interpolate computes the same coordinates for
+        # these modes as long as it derives the same output size (it floors in float64, onnxruntime in float32).
+        pt = ctm == "pytorch_half_pixel" and min(n_out) > 1
+        same_size = given is None or all(int(i * s) == o for i, s, o in zip(n_in, sc, n_out, strict=True))
+        if (ctm in ("align_corners", "half_pixel") or pt) and same_size:
+            return F.interpolate(X, size=None if given else n_out, scale_factor=given,
+                                 mode={1: "linear", 2: "bilinear", 3: "trilinear"}[nd],
+                                 align_corners=ctm == "align_corners")
+    if mode not in ("nearest", "linear"):
+        raise NotImplementedError(f"resize mode={mode} is not supported")
+    out = X
+    for a in range(nd):
+        if n_out[a] == n_in[a] and sc[a] == 1.0:
+            continue
+        c = _resize_coords(n_out[a], n_in[a], None if given is None else sc[a], ctm, X.device)
+        if mode == "nearest":
+            if nearest_mode == "round_prefer_floor":
+                r = torch.ceil(c - 0.5)
+            elif nearest_mode == "round_prefer_ceil":
+                r = torch.floor(c + 0.5)
+            elif nearest_mode == "floor":
+                r = torch.floor(c)
+            else:
+                r = torch.ceil(c)
+            idx = r.clamp(0, n_in[a] - 1).to(torch.int64)
+            out = torch.index_select(out, 2 + a, idx)
+        else:
+            c = c.clamp(0, n_in[a] - 1)
+            i0 = c.floor().to(torch.int64)
+            i1 = (i0 + 1).clamp(max=n_in[a] - 1)
+            shape = [1] * X.dim()
+            shape[2 + a] = -1
+            w = (c - i0.to(c.dtype)).reshape(shape).to(X.dtype)
+            lo = torch.index_select(out, 2 + a, i0)
+            hi = torch.index_select(out, 2 + a, i1)
+            out = lo + (hi - lo) * w
+    return out
 
 
 @op("depth_to_space", onnx="DepthToSpace", inputs=[In("input")], attrs={"blocksize": None, "mode": "DCR"},
