@@ -14,6 +14,8 @@ from typing import Annotated
 
 import typer
 
+from .common import _fmt_int
+
 
 def register(app: typer.Typer) -> None:
     """Add the ``segments`` sub-app to the main CLI."""
@@ -131,7 +133,7 @@ def register(app: typer.Typer) -> None:
             out.print(f"corpus: {' '.join(corpus)} ({db.info.get('n_graphs')} graphs)", highlight=False)
         t = Table("#", "ops", "in", "out", "FLOPs", "count", "graphs", title="Most frequent segments")
         for r in recs:
-            t.add_row(str(r.id), " ".join(r.ops), _shapes(r.in_shapes), _shapes(r.out_shapes), _num(r.flops),
+            t.add_row(str(r.id), " ".join(r.ops), _shapes(r.in_shapes), _shapes(r.out_shapes), _fmt_int(r.flops),
                       str(r.count), str(r.n_graphs))
         out.print(t)
 
@@ -142,10 +144,3 @@ def _shapes(shapes: list) -> str:
     return " ".join("x".join(str(d) for d in s) if s is not None else "?" for s in shapes)
 
 
-def _num(n: int | None) -> str:
-    if n is None:
-        return "?"
-    for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= div:
-            return f"{n / div:.2f}{unit}"
-    return str(n)
