@@ -176,7 +176,8 @@ CALIBRATION_METHODS = ("minmax", "entropy", "percentile", "distribution")
 
 
 def quantize_qdq(model: Any, calib: CalibData, profile: Profile, *, max_calib: int = 512,
-                 method: str = "entropy", percentile: float = 99.999, float_outputs: bool = True) -> Any:
+                 method: str = "entropy", percentile: float = 99.999, float_outputs: bool = True,
+                 bias_correction: bool = False) -> Any:
     """QDQ-quantize an fp32 ``onnx.ModelProto`` with ``calib`` samples; returns the quantized ModelProto.
 
     ``method`` picks onnxruntime's calibrator (``minmax``, ``entropy``, ``percentile`` with ``percentile``, or
@@ -184,6 +185,7 @@ def quantize_qdq(model: Any, calib: CalibData, profile: Profile, *, max_calib: i
     ``float_outputs`` a QuantizeLinear -> DequantizeLinear pair that only re-quantizes a graph output is removed:
     the output is the last int8 op's result dequantized (what NPUs return for logits from their int32
     accumulators); re-quantizing logits to 8 bits flips close top-1 decisions and buys nothing on the device.
+    ``bias_correction`` applies :func:`correct_bias` on the calibration samples.
     """
     import onnx
     from onnxruntime.quantization import (
@@ -231,7 +233,90 @@ def quantize_qdq(model: Any, calib: CalibData, profile: Profile, *, max_calib: i
         out = onnx.load(str(dst))
     if float_outputs:
         strip_output_requantization(out)
+    if bias_correction:
+        correct_bias(model, out, calib)
     return out
+
+
+def _outputs_of(model: Any, names: list[str], feeds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Values of the intermediate tensors ``names`` over ``feeds`` (exposed as extra graph outputs)."""
+    import onnx
+    import onnxruntime as ort
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    have = {o.name for o in m.graph.output}
+    for n in names:
+        if n not in have:
+            m.graph.output.append(onnx.helper.make_empty_tensor_value_info(n))
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    inputs = {i.name for i in sess.get_inputs()}
+    got: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    for f in feeds:
+        vals = sess.run(names, {k: v for k, v in f.items() if k in inputs})
+        for n, v in zip(names, vals, strict=True):
+            got[n].append(np.asarray(v))
+    return {n: np.concatenate(v) for n, v in got.items()}
+
+
+def _requantized(model: Any, name: str) -> str:
+    """The tensor the next layer sees for ``name``: ``DequantizeLinear(QuantizeLinear(name))`` if the
+    quantizer inserted that pair (its clamp also stands in for a Relu that was folded into the range)."""
+    q = next((n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == name), None)
+    if q is None:
+        return name
+    dq = next((n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] == q.output[0]), None)
+    return name if dq is None else dq.output[0]
+
+
+def correct_bias(fp32: Any, qdq: Any, calib: CalibData, *, max_samples: int = 128) -> int:
+    """Empirical bias correction (Nagel et al. 2019, "Data-Free Quantization", section 4.2, empirical variant).
+
+    Weight rounding shifts the mean of every Conv/Gemm output; downstream layers then see a biased input and
+    close top-1 decisions flip. For each Conv/Gemm with an int32-quantized bias, in topological order, the
+    per-channel mean of (fp32 output - quantized output as the next layer sees it, after its Q/DQ pair) over
+    calibration samples is added to the bias
+    (requantized with its own scale). Layers are corrected one after another, each measured with the layers
+    before it already corrected, so a shift is not corrected twice. Returns how many layers changed.
+    Layers without a bias, or whose output name differs between the two models, are left alone.
+    """
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in qdq.graph.initializer}
+    producers = {o: n for n in qdq.graph.node for o in n.output}
+    fp32_names = {o for n in fp32.graph.node for o in n.output}
+    feeds = calib.feeds[:max_samples]  # one sample per run: exported graphs usually have a static batch of 1
+    todo = []
+    for n in qdq.graph.node:
+        if n.op_type not in ("Conv", "Gemm") or len(n.input) < 3 or n.output[0] not in fp32_names:
+            continue
+        dq = producers.get(n.input[2])
+        if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in inits or dq.input[1] not in inits:
+            continue
+        bq = numpy_helper.to_array(inits[dq.input[0]])
+        if bq.dtype != np.int32:
+            continue
+        todo.append((n, dq, _requantized(qdq, n.output[0])))
+    if not todo:
+        return 0
+    ref = _outputs_of(fp32, [n.output[0] for n, _, _ in todo], feeds)
+    changed = 0
+    for n, dq, seen in todo:
+        out = n.output[0]
+        got = _outputs_of(qdq, [seen], feeds)[seen]
+        axes = tuple(i for i in range(got.ndim) if i != 1)
+        shift = (ref[out].astype(np.float64) - got.astype(np.float64)).mean(axis=axes)
+        scale = numpy_helper.to_array(inits[dq.input[1]]).astype(np.float64)
+        bq = numpy_helper.to_array(inits[dq.input[0]]).astype(np.int64)
+        delta = np.round(shift / scale).astype(np.int64)
+        if not delta.any():
+            continue
+        new = np.clip(bq + delta, np.iinfo(np.int32).min, np.iinfo(np.int32).max).astype(np.int32)
+        inits[dq.input[0]].CopyFrom(numpy_helper.from_array(new, dq.input[0]))
+        changed += 1
+    return changed
 
 
 def strip_output_requantization(model: Any) -> int:
