@@ -65,6 +65,7 @@ def export_model(
     print_after: set[str] | None = None,
     pass_modules: list[str] | None = None,
     calib_samples: int = 512,
+    bias_correction: bool = False,
     eval_samples: int = 1000,
     latency_runs: int = 20,
     out: TextIO | None = None,
@@ -176,10 +177,11 @@ def export_model(
 
         say("quantizing (QDQ int8)")
         assert calib_data is not None and eval_data is not None
-        final = quantize_qdq(fp32_model, calib_data, profile)
+        final = quantize_qdq(fp32_model, calib_data, profile, bias_correction=bias_correction)
         islands = float_islands(final)
         q = {"format": "QDQ", "activation_dtype": profile.activation_dtype, "weight_dtype": profile.weight_dtype,
              "per_channel": profile.per_channel, "calibration": calib_data.source, "calibration_method": "entropy",
+             "bias_correction": bias_correction,
              "outputs": "dequantized int8 result (no output re-quantization)",
              "calibration_samples": len(calib_data), "evaluation": eval_data.source,
              "evaluation_samples": len(eval_data)}

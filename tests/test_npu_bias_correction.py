@@ -67,3 +67,29 @@ def test_quantize_qdq_bias_correction_flag_changes_only_biases() -> None:
     assert ia.keys() == ib.keys()
     differing = [k for k in ia if not np.array_equal(ia[k], ib[k])]
     assert differing and all(ia[k].dtype == np.int32 for k in differing)
+
+
+def test_cli_export_bias_correction_recorded_and_biases_moved(tmp_path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from graphopt.cli import app
+    from graphopt.export import report_paths
+
+    src = tmp_path / "net.onnx"
+    onnx.save(_conv_net(4), str(src))
+    biases = {}
+    for flag in ("--no-bias-correction", "--bias-correction"):
+        out = tmp_path / f"q{flag}.onnx"
+        r = CliRunner().invoke(app, ["export", str(src), "-o", str(out), "--target", "generic-npu-int8", "--calib",
+                                     "random", "--latency-runs", "0", flag])
+        assert r.exit_code == 0, r.output
+        doc = json.loads(report_paths(out)[1].read_text())
+        assert doc["quantization"]["bias_correction"] is (flag == "--bias-correction")
+        m = onnx.load(str(out))
+        biases[flag] = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer
+                        if numpy_helper.to_array(t).dtype == np.int32}
+    assert biases["--bias-correction"].keys() == biases["--no-bias-correction"].keys()
+    assert any(not np.array_equal(biases["--bias-correction"][k], biases["--no-bias-correction"][k])
+               for k in biases["--bias-correction"])
