@@ -179,3 +179,66 @@ def test_nb201_cross_check_with_nas_bench_suite_zero() -> None:
     x = torch.randn(2, 3, 32, 32)
     assert proxies.compute("params", net, x).score == 802426  # zccombine_nb201_zc_proxies.csv: 0.802426 M
     assert math.log(proxies.compute("synflow", net, x).score) == pytest.approx(83.04, abs=0.3)
+
+
+@pytest.mark.parametrize("arch", [
+    "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_1x1~1|skip_connect~2|",
+    "|none~0|+|nor_conv_1x1~0|none~1|+|avg_pool_3x3~0|skip_connect~1|nor_conv_3x3~2|",
+])  # fmt: skip
+def test_compute_proxies_shared_passes_equal_separate_calls(arch: str) -> None:
+    """One shared forward/backward (compute_proxies) gives every proxy's separate value, per layer too."""
+    nb201 = pytest.importorskip("graphopt.models.nb201")
+    torch.manual_seed(0)
+    net = nb201.NB201Net(arch, C=8, N=1, num_classes=10).eval()
+    g = torch.Generator().manual_seed(2)
+    batch = (torch.randn(10, 3, 16, 16, generator=g), torch.randint(0, 10, (10,), generator=g))
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    rng_before = torch.get_rng_state()
+    shared, times = proxies.compute_proxies(net, batch, seed=4, return_times=True)
+    assert list(shared) == proxies.names()
+    assert set(proxies.SHARED) <= set(times) and "shared_pass" in times
+    for name in proxies.names():
+        sep = proxies.compute(name, net, batch, seed=4)
+        assert shared[name].score == pytest.approx(sep.score, rel=1e-6, abs=1e-12), name
+        assert set(shared[name].per_layer) == set(sep.per_layer), name
+        for key, v in sep.per_layer.items():
+            assert shared[name].per_layer[key] == pytest.approx(v, rel=1e-6, abs=1e-12), (name, key)
+    assert not net.training and all(p.grad is None for p in net.parameters())
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    assert torch.equal(torch.get_rng_state(), rng_before)
+    # a subset, in the caller's order; fisher counted once although three backward passes ran through its hooks
+    sub = proxies.compute_proxies(net, batch, ["jacob_cov", "fisher", "grasp"], seed=4)
+    assert list(sub) == ["jacob_cov", "fisher", "grasp"]
+    assert sub["fisher"].score == pytest.approx(shared["fisher"].score, rel=1e-6)
+
+
+def test_compute_proxies_options_fall_back_to_separate_call() -> None:
+    net, batch = small_cnn(), cnn_batch()
+    got = proxies.compute_proxies(net, batch, ["fisher", "snip"], options={"fisher": {"site": "relu"}})
+    assert got["fisher"].score == proxies.compute("fisher", net, batch, site="relu").score
+    assert set(got["fisher"].per_layer) == {"2", "5"}  # ReLU module names: the option was applied
+    with pytest.raises(ValueError, match="needs targets"):
+        proxies.compute_proxies(net, batch[0], ["nwot", "snip"])
+    with pytest.raises(KeyError, match="available"):
+        proxies.compute_proxies(net, batch, ["nope"])
+
+
+def test_compute_proxies_model_with_non_persistent_buffer_uses_separate_copies() -> None:
+    """A buffer missing from the state_dict cannot be reset on a re-used copy: those proxies fall back."""
+
+    class Scaled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = small_cnn()
+            self.register_buffer("calls", torch.tensor(0.0), persistent=False)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:  # every forward changes the buffer, which matters
+            self.calls += 1
+            return self.body(x * self.calls)
+
+    net = Scaled()
+    assert "calls" not in net.state_dict()
+    batch = cnn_batch()
+    got = proxies.compute_proxies(net, batch, ["zen", "synflow", "snip", "params"], seed=1)
+    for name, res in got.items():
+        assert res.score == pytest.approx(proxies.compute(name, net, batch, seed=1).score, rel=1e-9), name

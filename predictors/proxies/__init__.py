@@ -2,6 +2,7 @@
 
 >>> from graphopt.predictors import proxies
 >>> r = proxies.compute("synflow", model, (x, y))   # ProxyResult(score, per_layer, additive)
+>>> rs = proxies.compute_proxies(model, (x, y), ["snip", "grad_norm", "fisher"])  # shared passes, same values
 >>> proxies.names()
 ['grad_norm', 'snip', 'grasp', 'fisher', 'synflow', 'nwot', 'jacob_cov', 'zen', 'flops', 'params']
 
@@ -22,12 +23,15 @@ from .core import (
     weight_layers,
 )
 from .cost import count_flops, register_flops_rule
+from .shared import SHARED, compute_proxies
 
 __all__ = [
     "PRUNABLE_TYPES",
+    "SHARED",
     "ProxyResult",
     "ProxySpec",
     "compute",
+    "compute_proxies",
     "count_flops",
     "finite_or",
     "names",

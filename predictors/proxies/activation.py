@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -39,31 +40,49 @@ def nwot(
     ``per_layer`` (non-additive diagnostics) holds each ReLU module's own ``log|K_l|`` keyed by module name.
     Only ReLU *modules* are seen (a functional ``F.relu`` is invisible to hooks).
     """
-    n = inputs.shape[0]
-    total_k = np.zeros((n, n), dtype=np.float64)
-    per_k: dict[str, np.ndarray] = {}
+    hooks = NwotHooks(net, inputs.shape[0])
+    with torch.no_grad():
+        net(inputs)
+    hooks.remove()
+    return hooks.result()
 
-    def hook_for(name: str):
+
+class NwotHooks:
+    """Forward hooks on the ReLU-family modules that accumulate NASWOT's kernel ``K`` over one forward.
+
+    Also used by :func:`.shared.compute_proxies`, which reads the codes off the shared train-mode forward.
+    """
+
+    def __init__(self, net: nn.Module, n: int) -> None:
+        self.total_k = np.zeros((n, n), dtype=np.float64)
+        self.per_k: dict[str, np.ndarray] = {}
+        self.seconds = 0.0  # time spent inside the hooks (for the benchmark's per-proxy time attribution)
+        self.handles = [m.register_forward_hook(self._hook_for(mn)) for mn, m in net.named_modules() if _is_relu(m)]
+
+    def _hook_for(self, name: str):
         def hook(_m: nn.Module, inp: tuple[torch.Tensor, ...], _out: Any) -> None:
+            t0 = time.perf_counter()
             c = (inp[0].detach().reshape(inp[0].shape[0], -1) > 0).float()
             # c cᵀ + (1−c)(1−c)ᵀ = D − r_i − r_j + 2 c cᵀ (one matmul; integer-exact in float32 below 2^24)
             r = c.sum(1, keepdim=True)
             cc = (c @ c.t()).double()
             k = (c.shape[1] - r - r.t()).double().add_(cc, alpha=2.0).cpu().numpy()
-            per_k[name] = per_k.get(name, 0.0) + k
-            total_k[...] += k
+            self.per_k[name] = self.per_k.get(name, 0.0) + k
+            self.total_k[...] += k
+            self.seconds += time.perf_counter() - t0
 
         return hook
 
-    handles = [m.register_forward_hook(hook_for(mn)) for mn, m in net.named_modules() if _is_relu(m)]
-    with torch.no_grad():
-        net(inputs)
-    for h in handles:
-        h.remove()
-    if not per_k:
-        raise ValueError("nwot: the model has no ReLU modules, so NASWOT is undefined")
-    per = {k: float(np.linalg.slogdet(v)[1]) for k, v in per_k.items()}
-    return ProxyResult(float(np.linalg.slogdet(total_k)[1]), per, additive=False)
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+    def result(self) -> ProxyResult:
+        if not self.per_k:
+            raise ValueError("nwot: the model has no ReLU modules, so NASWOT is undefined")
+        per = {k: float(np.linalg.slogdet(v)[1]) for k, v in self.per_k.items()}
+        return ProxyResult(float(np.linalg.slogdet(self.total_k)[1]), per, additive=False)
 
 
 def jacob_cov_score(jacobian: np.ndarray, k: float = 1e-5) -> float:
@@ -81,7 +100,12 @@ def jacob_cov(
     x = inputs.detach().clone().requires_grad_(True)
     y = logits_of(net(x))
     y.backward(torch.ones_like(y))
-    jac = x.grad.detach().reshape(x.shape[0], -1).double().cpu().numpy()
+    return jacob_cov_from_input_grad(x.grad)
+
+
+def jacob_cov_from_input_grad(grad: torch.Tensor) -> ProxyResult:
+    """jacob_cov from ``∂(Σ f)/∂x`` of the minibatch (rows = samples); NaN if the score is undefined."""
+    jac = grad.detach().reshape(grad.shape[0], -1).double().cpu().numpy()
     with np.errstate(all="ignore"):
         try:
             score = jacob_cov_score(jac)
@@ -121,7 +145,7 @@ def pre_gap_features(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
     def post(_m: nn.Module, _inp: Any, out: Any) -> None:
         if isinstance(out, torch.Tensor) and out.dim() > 2:
-            spatial.append(out)
+            spatial[:] = [out]  # only the last one is used: do not keep every activation alive
 
     handles = []
     for m in net.modules():

@@ -19,12 +19,44 @@ NAS-Bench-Suite-Zero), for every prunable layer weight θ (Conv*d / Linear):
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn as nn
 
 from .core import PRUNABLE_TYPES, LossFn, ProxyResult, logits_of, register, total, weight_layers
+
+# per-layer formulas, shared by the single-proxy functions below and by :func:`.shared.compute_proxies`
+# (``layers`` = ``[(weight name, weight, dL/dweight or None), ...]``)
+LayerGrads = list[tuple[str, torch.Tensor, "torch.Tensor | None"]]
+
+
+def grad_norm_from_grads(layers: LayerGrads) -> ProxyResult:
+    per = {n: float(g.double().norm()) if g is not None else 0.0 for n, _w, g in layers}
+    return ProxyResult(total(per), per)
+
+
+def snip_from_grads(layers: LayerGrads) -> ProxyResult:
+    per = {n: float((w.detach() * g).abs().double().sum()) if g is not None else 0.0 for n, w, g in layers}
+    return ProxyResult(total(per), per)
+
+
+def grasp_z(grad_w: Sequence[torch.Tensor | None], grad_f: Sequence[torch.Tensor | None]) -> torch.Tensor | None:
+    """``z = Σ stopgrad(g) · g`` whose gradient w.r.t. the weights is the Hessian-gradient product ``H g``."""
+    z = None
+    for gw, gf in zip(grad_w, grad_f, strict=True):
+        if gw is not None and gf is not None:
+            term = (gw.detach() * gf).sum()
+            z = term if z is None else z + term
+    return z
+
+
+def grasp_from_hg(layers: LayerGrads) -> ProxyResult:
+    """GraSP per layer from ``H g`` (third tuple element): ``Σ −θ ⊙ H g``."""
+    per = {n: float((-w.detach() * hg).double().sum()) if hg is not None else 0.0 for n, w, hg in layers}
+    return ProxyResult(total(per), per)
 
 
 def _weight_grads(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, loss_fn: LossFn) -> None:
@@ -39,11 +71,7 @@ def grad_norm(
 ) -> ProxyResult:
     """Sum over prunable layers of the L2 norm of the loss gradient w.r.t. the layer weight."""
     _weight_grads(net, inputs, targets, loss_fn)
-    per = {
-        n: float(m.weight.grad.double().norm()) if m.weight.grad is not None else 0.0
-        for n, m in weight_layers(net)
-    }
-    return ProxyResult(total(per), per)
+    return grad_norm_from_grads([(n, m.weight, m.weight.grad) for n, m in weight_layers(net)])
 
 
 @register("snip")
@@ -52,13 +80,7 @@ def snip(
 ) -> ProxyResult:
     """SNIP connection sensitivity ``Σ|θ ⊙ ∂L/∂θ|`` per prunable layer."""
     _weight_grads(net, inputs, targets, loss_fn)
-    per = {
-        n: float((m.weight.detach() * m.weight.grad).abs().double().sum())
-        if m.weight.grad is not None
-        else 0.0
-        for n, m in weight_layers(net)
-    }
-    return ProxyResult(total(per), per)
+    return snip_from_grads([(n, m.weight, m.weight.grad) for n, m in weight_layers(net)])
 
 
 @register("grasp")
@@ -73,18 +95,10 @@ def grasp(
     grad_w = torch.autograd.grad(loss, weights, allow_unused=True)
     loss = loss_fn(logits_of(net(inputs)), targets)
     grad_f = torch.autograd.grad(loss, weights, create_graph=True, allow_unused=True)
-    z = None
-    for gw, gf in zip(grad_w, grad_f, strict=True):
-        if gw is not None and gf is not None:
-            term = (gw.detach() * gf).sum()
-            z = term if z is None else z + term
+    z = grasp_z(grad_w, grad_f)
     if z is not None and z.requires_grad:
         z.backward()
-    per = {
-        n: float((-m.weight.detach() * m.weight.grad).double().sum()) if m.weight.grad is not None else 0.0
-        for n, m in layers
-    }
-    return ProxyResult(total(per), per)
+    return grasp_from_hg([(n, m.weight, m.weight.grad) for n, m in layers])
 
 
 @register("fisher")
@@ -106,42 +120,69 @@ def fisher(
     applied to (N, ..., C) activations the channel axis is the last one (the reference would treat axis 1 as
     channels; identical for the 2-D activations of NB201's classifier).
     """
-    if site not in ("layer", "relu"):
-        raise ValueError(f"fisher: site must be 'layer' or 'relu', got {site!r}")
-    acc: dict[str, torch.Tensor] = {}
-    bcast: dict[str, int] = {}
-    handles = []
+    hooks = FisherHooks(net, site)
+    net.zero_grad(set_to_none=True)
+    loss_fn(logits_of(net(inputs)), targets).backward()
+    hooks.remove()
+    return hooks.result()
 
-    def capture(key: str, channel_last: bool = False):
+
+class FisherHooks:
+    """Forward hooks that record fisher's channel values during the backward passes of the loss.
+
+    ``enabled`` gates the accumulation: :func:`.shared.compute_proxies` runs other backward passes (jacob_cov,
+    grasp) through the same graph and switches it off for them, so exactly one loss backward is counted.
+    """
+
+    def __init__(self, net: nn.Module, site: str = "layer") -> None:
+        if site not in ("layer", "relu"):
+            raise ValueError(f"fisher: site must be 'layer' or 'relu', got {site!r}")
+        self.enabled = True
+        self.seconds = 0.0  # time spent inside the hooks (for the benchmark's per-proxy time attribution)
+        self.acc: dict[str, torch.Tensor] = {}
+        self.bcast: dict[str, int] = {}
+        self.handles = []
+        if site == "layer":
+            for n, m in weight_layers(net):
+                self.handles.append(m.register_forward_hook(self._capture(n, isinstance(m, nn.Linear))))
+                self.bcast[n] = math.prod(m.weight.shape[1:])
+        else:
+            for mn, m in net.named_modules():
+                if "ReLU" in type(m).__name__:
+                    self.handles.append(m.register_forward_hook(self._capture(mn)))
+                    self.bcast[mn] = 1
+
+    def _capture(self, key: str, channel_last: bool = False):
+        acc = self.acc
+
         def accumulate(act: torch.Tensor, grad: torch.Tensor) -> None:
+            if not self.enabled:
+                return
+            t0 = time.perf_counter()
             if channel_last and act.dim() > 2:  # Linear on (N, ..., C): channels are the last axis
                 act, grad = act.movedim(-1, 1), grad.movedim(-1, 1)
             g_nk = (act * grad).sum(dim=tuple(range(2, act.dim()))) if act.dim() > 2 else act * grad
             del_k = g_nk.double().pow(2).mean(0).mul(0.5)
             acc[key] = acc[key] + del_k if key in acc else del_k
+            self.seconds += time.perf_counter() - t0
 
         def hook(_m: nn.Module, _inp: Any, out: Any) -> None:
             if isinstance(out, torch.Tensor) and out.requires_grad:
+                t0 = time.perf_counter()
                 a = out.detach().clone()  # guard against later in-place ops on `out`
                 out.register_hook(lambda g, a=a: accumulate(a, g.detach()))
+                self.seconds += time.perf_counter() - t0
 
         return hook
 
-    if site == "layer":
-        for n, m in weight_layers(net):
-            handles.append(m.register_forward_hook(capture(n, isinstance(m, nn.Linear))))
-            bcast[n] = math.prod(m.weight.shape[1:])
-    else:
-        for mn, m in net.named_modules():
-            if "ReLU" in type(m).__name__:
-                handles.append(m.register_forward_hook(capture(mn)))
-                bcast[mn] = 1
-    net.zero_grad(set_to_none=True)
-    loss_fn(logits_of(net(inputs)), targets).backward()
-    for h in handles:
-        h.remove()
-    per = {k: float(acc[k].abs().sum()) * bcast[k] if k in acc else 0.0 for k in bcast}
-    return ProxyResult(total(per), per)
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+    def result(self) -> ProxyResult:
+        per = {k: float(self.acc[k].abs().sum()) * self.bcast[k] if k in self.acc else 0.0 for k in self.bcast}
+        return ProxyResult(total(per), per)
 
 
 def _bypass_batchnorm(net: nn.Module) -> None:
