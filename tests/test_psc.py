@@ -277,3 +277,80 @@ def test_cli_train_is_reproducible_and_scores(tmp_path):
     assert 0.0 <= float(res.output.strip().splitlines()[-1]) <= 100.0
     res = runner.invoke(app, ["predictor", "train", "--data", "imagenet", "-o", str(tmp_path / "c.pt")])
     assert res.exit_code == 2 and "only 'nb201'" in res.output
+
+
+# ------------------------------------------------------------------- early stopping, ensembles, shipped weights
+def test_val_folds_partition_and_seed():
+    from graphopt.predictors.psc import val_folds
+
+    folds = val_folds(103, 0.2, seed=3)
+    assert len(folds) == 5 and sorted(np.concatenate(folds).tolist()) == list(range(103))
+    assert all(20 <= len(f) <= 21 for f in folds)
+    assert all(np.array_equal(a, b) for a, b in zip(folds, val_folds(103, 0.2, seed=3), strict=True))
+    assert not np.array_equal(folds[0], val_folds(103, 0.2, seed=4)[0])
+    with pytest.raises(ValueError, match="val_fraction"):
+        val_folds(10, 1.5, seed=0)
+
+
+def test_early_stopping_keeps_best_held_out_epoch():
+    from graphopt.predictors.psc import val_folds
+    from scipy.stats import kendalltau
+
+    torch.set_num_threads(1)
+    gtr, ytr = _family(120, 10, 4)
+    data = _pack(gtr, ytr)
+    cfg = PSCConfig(epochs=6, splits_per_graph=2, max_seg_len=5, seg_lengths=[2, 4], max_splits=8, lr=3e-3,
+                    seed=1, val_fraction=0.25, val_fold=2)
+    logs: list[str] = []
+    pred = train_predictor(data, cfg, log=logs.append)
+    info = pred.cfg.train_info
+    hold = val_folds(len(data), 0.25, seed=1)[2]
+    assert info["held_out"] == len(hold) == 30 and info["graphs"] == 90
+    assert 1 <= info["best_epoch"] <= 6 and len(logs) == 6
+    # the kept weights are the best epoch's: their held-out τ is the best logged one
+    taus = [float(s.split("hold_kendall=")[1].split()[0]) for s in logs]
+    assert info["best_hold_kendall"] == pytest.approx(max(taus), abs=1e-4)
+    tau = kendalltau(predict_packed(pred, data.subset(hold), latent=True), ytr[hold])[0]
+    assert tau == pytest.approx(info["best_hold_kendall"], abs=1e-6)
+    # the label map is fitted on all training graphs, not only the fitted folds
+    assert pred.cfg.y_quantiles[-1] == pytest.approx(float(np.quantile(ytr, 256.5 / 257)))
+
+
+def test_ensemble_averages_members_and_round_trips(tmp_path):
+    from graphopt.predictors.psc import PSCEnsemble, train_ensemble
+
+    torch.set_num_threads(1)
+    gtr, ytr = _family(160, 10, 5)
+    gte, yte = _family(60, 10, 6)
+    cfg = PSCConfig(epochs=12, splits_per_graph=2, max_seg_len=5, seg_lengths=[2, 4], max_splits=8, lr=3e-3,
+                    seed=2, val_fraction=0.25, rank_loss=0.5)
+    ens = train_ensemble(_pack(gtr, ytr), cfg, members=3)
+    assert isinstance(ens, PSCEnsemble) and [m.cfg.seed for m in ens.members] == [2, 3, 4]
+    assert [m.cfg.val_fold for m in ens.members] == [0, 1, 2]
+    test = _pack(gte, yte)
+    zs = [predict_packed(m, test, latent=True) for m in ens.members]
+    assert not np.allclose(zs[0], zs[1])  # different seeds and folds → different members
+    np.testing.assert_allclose(predict_packed(ens, test, latent=True), np.mean(zs, axis=0), rtol=1e-6, atol=1e-6)
+    assert spearmanr(predict_packed(ens, test), yte)[0] > 0.85
+    path = tmp_path / "ens.pt"
+    ens.save(path)
+    again = PSCPredictor.load(path)
+    assert isinstance(again, PSCEnsemble) and len(again.members) == 3
+    g = gte[7]
+    seg = [n.name for n in g.nodes[1:4]]
+    assert again.score_graph(g) == pytest.approx(ens.score_graph(g), abs=1e-9)
+    assert again.score(g, seg) == pytest.approx(ens.score(g, seg), abs=1e-9)
+    assert abs(ens.score_graph(g) - predict_packed(ens, _pack([g], yte[7:8]))[0]) < 1e-4
+
+
+def test_shipped_weights_load_with_current_defaults():
+    from graphopt.predictors.psc import default_weights_path
+
+    path = default_weights_path()
+    if not path.exists():
+        pytest.skip(f"{path} not shipped in this checkout")
+    pred = PSCPredictor.load_default()
+    ref = PSCConfig()
+    for k in ("mode", "hidden", "layers", "mlp_hidden", "edges", "label_transform"):
+        assert getattr(pred.cfg, k) == getattr(ref, k), k
+    assert 10.0 <= pred.score_graph(diamond()) <= 100.0
