@@ -128,3 +128,82 @@ def test_synthetic_groups_learn_sign_flipped_weights() -> None:
     assert wb[1] < -0.3 and abs(wb[1]) == max(abs(wb))  # B: metric 2, inverted
     s = ranker.score()
     assert np.corrcoef(s, y)[0, 1] > 0.9 and loss < 0.5
+
+
+def test_rank_normalisation() -> None:
+    raw = np.array([[1.0, 5.0, np.nan], [3.0, 5.0, 2.0], [2.0, 5.0, 4.0], [2.0, 5.0, 1e30]])
+    out = normalize_metrics(raw, ["a", "b", "c"], method="rank")
+    assert out[:, 0].tolist() == [0.0, 1.0, 0.5, 0.5]  # ties share their average rank
+    assert out[:, 1].tolist() == [0.5] * 4  # constant column
+    assert out[:, 2].tolist() == [0.0, 0.0, 0.5, 1.0]  # NaN -> worst; the outlier does not squeeze the others
+    rng = np.random.default_rng(0)
+    heavy = rng.lognormal(0.0, 8.0, (500, 1))  # heavy-tailed like synflow/grasp
+    q = normalize_metrics(heavy, ["m"], method="rank")[:, 0]
+    assert np.all(np.argsort(q, kind="stable") == np.argsort(heavy[:, 0], kind="stable"))  # monotone
+    assert sorted(q.tolist()) == pytest.approx(np.linspace(0, 1, 500).tolist())  # uniform over the pool
+    with pytest.raises(ValueError, match="method"):
+        normalize_metrics(raw, method="zscore")
+    pool = ArchPool([nb201_graph(a) for a in _random_nb201(4, 0)], raw, ["a", "b", "c"], normalization="rank")
+    assert np.array_equal(pool.normalized, out)
+
+
+def test_prior_starts_from_the_mean_metric_ranking() -> None:
+    archs = _random_nb201(80, seed=3)
+    metrics = np.random.default_rng(4).random((80, 5))
+    pool = ArchPool([nb201_graph(a) for a in archs], metrics, [f"m{i}" for i in range(5)], archs)
+    mean = pool.normalized.mean(1)
+    with_prior = PONASRanker(PONASConfig(**TINY, prior=1.0), seed=0)
+    with_prior.pretrain(pool)
+    w = with_prior.weights()
+    assert np.all(w > 0) and np.allclose(w.sum(1), 1.0, atol=1e-5)
+    assert np.corrcoef(with_prior.score(), mean)[0, 1] > 0.95
+    default = PONASRanker(PONASConfig(**TINY), seed=0)
+    default.pretrain(pool)
+    assert (default.weights() < 0).any()  # default init: random signed weights, not the mean ranking
+    assert np.corrcoef(default.score(), mean)[0, 1] < np.corrcoef(with_prior.score(), mean)[0, 1]
+
+
+def test_ensemble_scores_are_member_means_plus_kappa_std() -> None:
+    archs = _random_nb201(50, seed=5)
+    rng = np.random.default_rng(6)
+    metrics = rng.random((50, 3))
+    truth = metrics @ np.array([1.0, -0.5, 0.2])
+    pool = ArchPool([nb201_graph(a) for a in archs], metrics, ["m1", "m2", "m3"], archs)
+    cfg = dict(**TINY, fit_steps=60, patience=20, max_restarts=1, ensemble=3)
+    ranker = PONASRanker(PONASConfig(**cfg), seed=0)
+    ranker.pretrain(pool)
+    evaluated = {i: float(truth[i]) for i in range(12)}
+    loss = ranker.fit(evaluated)
+    ms = ranker.member_scores()
+    assert ms.shape == (3, 50) and ms.min() >= 0 and ms.max() <= 1 + 1e-6
+    assert not np.allclose(ms[0], ms[1])  # members start from different initialisations
+    assert np.allclose(ranker.score(), ms.mean(0))
+    assert ranker.weights().shape == (50, 3)
+    assert loss == pytest.approx(ranker.last_fit_loss) and np.isfinite(loss)
+    ranker.config.kappa = 2.0
+    assert np.allclose(ranker.score(), ms.mean(0) + 2.0 * ms.std(0))
+    # member 0 of an ensemble is the single-surrogate ranker (same seeds), so K=1 reproduces the paper setting
+    single = PONASRanker(PONASConfig(**{**cfg, "ensemble": 1}), seed=0)
+    single.pretrain(pool)
+    single.fit(evaluated)
+    assert np.allclose(single.score(), ms[0], atol=1e-6)
+
+
+def test_failed_metrics_are_never_queried() -> None:
+    """An architecture whose metric computation failed (non-finite) normalises to 0 on that metric; with a
+    negative weight the score reads it as 1 - 0 = best, so the search must not propose it."""
+    archs = _random_nb201(30, seed=7)
+    rng = np.random.default_rng(8)
+    metrics = rng.random((30, 2))
+    metrics[[4, 11], 0] = np.nan
+    metrics[[4, 11], 1] = 0.0  # at the floor of the other metric too: top score for any negative weights
+    truth = -metrics[:, 1]  # accuracy falls with metric 2: the surrogate learns negative weights
+    pool = ArchPool([nb201_graph(a) for a in archs], metrics, ["m1", "m2"], archs)
+    assert pool.candidates.tolist() == [i not in (4, 11) for i in range(30)]
+    assert pool.normalized[4, 0] == 0.0
+    calls: list[int] = []
+    ranker = PONASRanker(PONASConfig(**TINY, fit_steps=40, patience=10, max_restarts=1), seed=0)
+    res = ranker.search(pool, lambda i: calls.append(i) or float(np.nan_to_num(truth[i])), budget=28)
+    assert len(calls) == 28 and not {4, 11} & set(calls) and len(res.evaluated) == 28
+    with pytest.raises(ValueError, match="queryable"):
+        ranker.search(pool, lambda i: 0.0, budget=29)

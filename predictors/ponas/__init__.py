@@ -2,11 +2,11 @@
 
 Public API: :class:`ArchPool`, :class:`PONASRanker` (``pretrain``, ``fit``, ``weights``, ``score``,
 ``search``), :class:`PONASConfig`, graph converters (:func:`nb201_graph`, :func:`graph_from_dag`), metric normalisation
-(:func:`normalize_metrics`) and the score/loss functions (:func:`ponas_score`, :func:`online_loss`).
+(:func:`normalize_metrics`, min-max or rank) and the score/loss functions (:func:`ponas_score`, :func:`online_loss`).
 """
 
 from .graphs import NB201_VOCAB, graph_from_dag, nb201_graph, parse_nb201
-from .metrics import DEFAULT_TRANSFORMS, PONAS_METRICS, normalize_metrics, signed_log
+from .metrics import DEFAULT_TRANSFORMS, NORMALIZATIONS, PONAS_METRICS, normalize_metrics, signed_log
 from .model import (
     GATEncoder,
     PretrainHeads,
@@ -23,6 +23,7 @@ from .ranker import ArchPool, PONASConfig, PONASRanker, SearchResult
 __all__ = [
     "DEFAULT_TRANSFORMS",
     "NB201_VOCAB",
+    "NORMALIZATIONS",
     "PONAS_METRICS",
     "ArchPool",
     "GATEncoder",

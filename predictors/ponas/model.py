@@ -10,7 +10,12 @@
   embedding ``e_m`` per metric is the query of an 8-head cross-attention whose keys/values are ``a`` and the
   projected node embeddings of the architecture (our choice: attending over a single vector would be a constant map);
   gate ``g = σ(W[attn ⊙ a; e_m])``, ``fused = attn·g + attn``, an MLP gives the raw weight ``w_m(a)``,
-  ``w̃_m = w_m / Σ_m |w_m|``.
+  ``w̃_m = w_m / Σ_m |w_m|``. Initialisation (not given by the paper): PyTorch defaults, except that with
+  ``prior > 0`` the bias of the last MLP layer starts at ``prior`` for every metric, so an untrained surrogate
+  gives every architecture (nearly) equal positive weights, i.e. ``s(a) ≈`` the mean normalised metric — the
+  same combined ranking the paper uses to pick the first queries. Fitting then moves the weights only where the
+  evaluated architectures ask for it, instead of starting from random per-architecture weights whose ranking of
+  the unevaluated pool is arbitrary.
 * :func:`ponas_score` — ``s(a) = Σ_m relu(w̃_m)·x_m + relu(−w̃_m)·(1 − x_m)`` ∈ [0, 1].
 * :func:`online_loss` — ``(1 − Pearson(s, y)) + 0.5·L_align + 100·mean_pairs relu(−Δs·Δy)``.
 """
@@ -118,7 +123,7 @@ def ponas_score(w_tilde: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 class Surrogate(nn.Module):
     """Per-architecture signed metric weights from frozen encoder features (see module docstring)."""
 
-    def __init__(self, enc_dim: int, n_metrics: int, d: int = 64, heads: int = 8) -> None:
+    def __init__(self, enc_dim: int, n_metrics: int, d: int = 64, heads: int = 8, prior: float = 0.0) -> None:
         super().__init__()
         self.proj_a = nn.Linear(enc_dim, d)
         self.proj_nodes = nn.Linear(enc_dim, d)
@@ -126,6 +131,8 @@ class Surrogate(nn.Module):
         self.attn = nn.MultiheadAttention(d, heads, batch_first=True)
         self.gate = nn.Linear(2 * d, d)
         self.mlp = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, 1))
+        if prior:
+            nn.init.constant_(self.mlp[-1].bias, float(prior))
 
     def raw_weights(
         self, graph_h: torch.Tensor, node_h: torch.Tensor, node_mask: torch.Tensor

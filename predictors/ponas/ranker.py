@@ -8,13 +8,23 @@ CPU sizing (defaults; paper values in brackets): pretraining 20 epochs [100] wit
 AdamW lr 3e-4, wd 0.01, cosine, grad-clip 1.0, patience 100 (+10 % per restart), ≤ 5 restarts, stop at
 loss ≤ 0.1. Each refit starts again from the same initial surrogate state (the "reload the pretrained
 weights" step: the encoder stays frozen at its pretrained weights); restart r re-initialises the surrogate
-with seed ``seed + r``; the best state seen (lowest loss) is kept.
+with seed ``seed + 1 + r``; the best state seen (lowest loss) is kept.
 
 Loop: evaluate the ``n_init`` (3) architectures with the highest mean normalised metric, refit; then
 repeatedly score the pool and evaluate the best-scored unevaluated architecture, refitting after each query; the last
 ``final_k`` (3) queries of the budget evaluate the top-``final_k`` unevaluated architectures of the final
 surrogate at once. ``budget`` counts every oracle call (initial, loop and final), so a budget of 20 is
 comparable with RoBoT's 20 queries. The result is the best evaluated architecture by oracle value.
+Architectures with a failed (non-finite) metric are never queried (:attr:`ArchPool.candidates`).
+
+Choices the paper leaves open, as options (defaults = the paper's setting, as far as it is specified):
+metric normalisation ``ArchPool(normalization="minmax" | "rank")``; surrogate initialisation
+``PONASConfig.prior`` (0 = PyTorch default, > 0 = start from equal positive weights, i.e. the mean-metric
+ranking); ``PONASConfig.ensemble`` surrogates averaged (1 = the paper) with an optional ``kappa`` × std
+exploration bonus. Measured on the NB201 pool (budget 20, our runs): none of prior=1, rank normalisation with
+all 13 NAS-Bench-Suite-Zero metrics, or a 3-member ensemble reached the top of the 12-epoch ranking more reliably
+than the default in the seeds we could afford on the shared CPU; rank + all metrics + prior gave the best global
+rank correlation of the combined score (see benchmarks/estimators_nb201.py, ``run_ponas``).
 """
 
 from __future__ import annotations
@@ -39,7 +49,8 @@ class ArchPool:
     """Candidate architectures: graphs, raw metric values (pool × metrics), optional keys (arch strings).
 
     ``normalized`` (min-max over this pool, see :func:`normalize_metrics`) is computed on construction unless
-    given explicitly (pass it to score a new pool on an *old* pool's scale).
+    given explicitly (pass it to score a new pool on an *old* pool's scale). ``normalization`` is the
+    ``method`` of :func:`normalize_metrics`: ``"minmax"`` (paper) or ``"rank"`` (pool quantile).
     """
 
     graphs: list[Data]
@@ -47,6 +58,7 @@ class ArchPool:
     metric_names: list[str]
     keys: list[str] | None = None
     normalized: np.ndarray | None = None
+    normalization: str = "minmax"
 
     def __post_init__(self) -> None:
         self.metrics = np.asarray(self.metrics, dtype=np.float64)
@@ -58,16 +70,39 @@ class ArchPool:
         if self.keys is not None and len(self.keys) != len(self.graphs):
             raise ValueError(f"ArchPool: {len(self.keys)} keys for {len(self.graphs)} graphs")
         if self.normalized is None:
-            self.normalized = normalize_metrics(self.metrics, self.metric_names)
+            self.normalized = normalize_metrics(self.metrics, self.metric_names, method=self.normalization)
         self.normalized = np.asarray(self.normalized, dtype=np.float64)
 
     def __len__(self) -> int:
         return len(self.graphs)
 
+    @property
+    def candidates(self) -> np.ndarray:
+        """Boolean mask of the architectures the search may query: every metric finite.
+
+        A non-finite raw metric means its computation failed (NASLib/NAS-Bench-Suite-Zero store such failures as
+        −1e8: map that sentinel to NaN before building the pool). On NB201 the only such network is the all-``none``
+        cell, whose output does not depend on its input (10 % accuracy). Normalisation gives failed entries 0, the
+        worst value, but PO-NAS's signed weights read a metric as ``1 − x`` when its weight is negative, which
+        would turn that worst value into the best one, and the untrained network then tops the score for any
+        architecture-dependent weight vector that is mostly negative. The paper does not say how failures are
+        handled; our choice: such architectures stay in the pool (pretraining, normalisation, scores) but are
+        never queried.
+        """
+        return np.isfinite(self.metrics).all(1)
+
 
 @dataclass
 class PONASConfig:
-    """Hyper-parameters (see module docstring for the paper values)."""
+    """Hyper-parameters (see module docstring for the paper values).
+
+    ``ensemble`` (K, default 1 = the paper) surrogates with different initialisations share the frozen
+    encoder; each is refitted independently (member k uses initialisation seeds ``seed + 1 + r + 1000·k``)
+    and the ranking score is the mean of their scores (plus ``kappa`` × their standard deviation, an optimistic
+    bonus for exploration; 0 = pure exploitation).
+    ``prior`` > 0 starts every surrogate (and every restart) at equal positive metric weights (see
+    :class:`~.model.Surrogate`); 0 = PyTorch's default initialisation.
+    """
 
     hidden: int = 128
     heads: int = 4
@@ -92,6 +127,9 @@ class PONASConfig:
     w_hinge: float = 100.0
     tie_eps: float = 0.1
     embed_batch: int = 2048
+    ensemble: int = 1
+    kappa: float = 0.0
+    prior: float = 0.0
 
 
 @dataclass
@@ -132,8 +170,8 @@ class PONASRanker:
         self.seed = seed
         self.pool: ArchPool | None = None
         self.encoder: GATEncoder | None = None
-        self.surrogate: Surrogate | None = None
-        self._init_state: dict[str, torch.Tensor] | None = None
+        self.surrogates: list[Surrogate] = []
+        self._init_states: list[dict[str, torch.Tensor]] = []
         self._cache: dict[int, _Embedded] = {}
         self.pretrain_losses: list[float] = []
         self.last_fit_loss: float = math.nan
@@ -175,11 +213,23 @@ class PONASRanker:
         self.encoder.eval()
         for p in self.encoder.parameters():
             p.requires_grad_(False)
-        torch.manual_seed(self.seed + 1)
-        self.surrogate = Surrogate(cfg.hidden, len(pool.metric_names), cfg.surrogate_dim, cfg.attn_heads)
-        self._init_state = copy.deepcopy(self.surrogate.state_dict())
+        self.surrogates, self._init_states = [], []
+        for k in range(max(1, cfg.ensemble)):
+            torch.manual_seed(self._member_seed(k, 0))
+            sur = Surrogate(cfg.hidden, len(pool.metric_names), cfg.surrogate_dim, cfg.attn_heads, cfg.prior)
+            self.surrogates.append(sur)
+            self._init_states.append(copy.deepcopy(sur.state_dict()))
         self.pretrain_losses = losses
         return losses
+
+    def _member_seed(self, member: int, restart: int) -> int:
+        """Initialisation seed of ensemble member ``member`` at restart ``restart`` (member 0 = the K=1 seeds)."""
+        return self.seed + 1 + restart + 1000 * member
+
+    @property
+    def surrogate(self) -> Surrogate | None:
+        """The first ensemble member (the only one when ``ensemble == 1``)."""
+        return self.surrogates[0] if self.surrogates else None
 
     def _require(self, pool: ArchPool | None) -> ArchPool:
         pool = pool if pool is not None else self.pool
@@ -215,12 +265,14 @@ class PONASRanker:
         return emb
 
     # ------------------------------------------------------------------ surrogate
-    def _scores_for(self, emb: _Embedded, idx: torch.Tensor) -> torch.Tensor:
-        w = self.surrogate(emb.graph_h[idx], emb.node_h[idx], emb.node_mask[idx])
+    @staticmethod
+    def _scores_for(sur: Surrogate, emb: _Embedded, idx: torch.Tensor) -> torch.Tensor:
+        w = sur(emb.graph_h[idx], emb.node_h[idx], emb.node_mask[idx])
         return ponas_score(w, emb.x[idx])
 
     def fit(self, evaluated: Mapping[int, float], pool: ArchPool | None = None) -> float:
-        """Refit the surrogate on ``{pool index: oracle value}``; returns the best online loss reached."""
+        """Refit the surrogate(s) on ``{pool index: oracle value}``; returns the best online loss reached
+        (mean over ensemble members)."""
         pool = self._require(pool)
         if len(evaluated) < 2:
             raise ValueError(
@@ -233,32 +285,36 @@ class PONASRanker:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # tiny full-batch problem: thread hand-offs cost more than they save
         try:
-            return self._fit(emb, evaluated, len(pool.metric_names))
+            losses = [self._fit(k, emb, evaluated, len(pool.metric_names)) for k in range(len(self.surrogates))]
         finally:
             torch.set_num_threads(threads)
+        self.last_fit_loss = float(np.mean(losses))
+        return self.last_fit_loss
 
-    def _fit(self, emb: _Embedded, evaluated: Mapping[int, float], n_metrics: int) -> float:
+    def _fit(self, member: int, emb: _Embedded, evaluated: Mapping[int, float], n_metrics: int) -> float:
         cfg = self.config
+        sur = self.surrogates[member]
         idx = torch.tensor([int(i) for i in evaluated], dtype=torch.long)
         y = torch.tensor([float(v) for v in evaluated.values()], dtype=torch.float32)
         best_loss, best_state = math.inf, None
         patience = float(cfg.patience)
         for restart in range(cfg.max_restarts + 1):
             if restart == 0:
-                self.surrogate.load_state_dict(self._init_state)
+                sur.load_state_dict(self._init_states[member])
             else:
-                torch.manual_seed(self.seed + 1 + restart)
-                fresh = Surrogate(cfg.hidden, n_metrics, cfg.surrogate_dim, cfg.attn_heads)
-                self.surrogate.load_state_dict(fresh.state_dict())
-            opt = torch.optim.AdamW(self.surrogate.parameters(), lr=cfg.fit_lr, weight_decay=cfg.fit_wd)
+                torch.manual_seed(self._member_seed(member, restart))
+                fresh = Surrogate(cfg.hidden, n_metrics, cfg.surrogate_dim, cfg.attn_heads, cfg.prior)
+                sur.load_state_dict(fresh.state_dict())
+            opt = torch.optim.AdamW(sur.parameters(), lr=cfg.fit_lr, weight_decay=cfg.fit_wd)
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.fit_steps))
             run_best, since = math.inf, 0
-            self.surrogate.train()
+            sur.train()
             for _ in range(cfg.fit_steps):
-                loss = online_loss(self._scores_for(emb, idx), y, cfg.w_align, cfg.w_hinge, cfg.tie_eps)
+                loss = online_loss(self._scores_for(sur, emb, idx), y, cfg.w_align, cfg.w_hinge, cfg.tie_eps)
                 lv = float(loss.detach())
                 if lv < best_loss:
-                    best_loss, best_state = lv, copy.deepcopy(self.surrogate.state_dict())
+                    best_loss = lv
+                    best_state = {k: v.detach().clone() for k, v in sur.state_dict().items()}
                 if lv <= cfg.target_loss:
                     break
                 if lv < run_best - 1e-6:
@@ -269,34 +325,48 @@ class PONASRanker:
                         break
                 opt.zero_grad()
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(self.surrogate.parameters(), cfg.grad_clip)
+                torch.nn.utils.clip_grad_norm_(sur.parameters(), cfg.grad_clip)
                 opt.step()
                 sched.step()
             if best_loss <= cfg.target_loss:
                 break
             patience *= cfg.patience_growth
-        self.surrogate.load_state_dict(best_state)
-        self.surrogate.eval()
-        self.last_fit_loss = best_loss
+        sur.load_state_dict(best_state)
+        sur.eval()
         return best_loss
 
     @torch.no_grad()
-    def weights(self, pool: ArchPool | None = None) -> np.ndarray:
-        """Normalised signed metric weights ``w̃`` (pool × metrics) of every architecture."""
+    def member_weights(self, pool: ArchPool | None = None) -> np.ndarray:
+        """Normalised signed metric weights ``w̃`` of every ensemble member: (members × pool × metrics)."""
         pool = self._require(pool)
         emb = self._embed(pool)
-        out = []
-        for k in range(0, len(pool), self.config.embed_batch):
-            sl = slice(k, k + self.config.embed_batch)
-            out.append(self.surrogate(emb.graph_h[sl], emb.node_h[sl], emb.node_mask[sl]))
-        return torch.cat(out).double().numpy()
+        members = []
+        for sur in self.surrogates:
+            out = []
+            for k in range(0, len(pool), self.config.embed_batch):
+                sl = slice(k, k + self.config.embed_batch)
+                out.append(sur(emb.graph_h[sl], emb.node_h[sl], emb.node_mask[sl]))
+            members.append(torch.cat(out).double().numpy())
+        return np.stack(members)
 
-    @torch.no_grad()
-    def score(self, pool: ArchPool | None = None) -> np.ndarray:
-        """``s(a)`` ∈ [0, 1] for every architecture of ``pool`` (default: the pretraining pool)."""
+    def weights(self, pool: ArchPool | None = None) -> np.ndarray:
+        """Normalised signed metric weights ``w̃`` (pool × metrics) of every architecture (mean over members)."""
+        return self.member_weights(pool).mean(0)
+
+    def member_scores(self, pool: ArchPool | None = None) -> np.ndarray:
+        """``s_k(a)`` ∈ [0, 1] of every ensemble member k: (members × pool)."""
         pool = self._require(pool)
-        w = torch.tensor(self.weights(pool))
-        return ponas_score(w, torch.tensor(pool.normalized)).numpy()
+        w = torch.tensor(self.member_weights(pool))
+        return ponas_score(w, torch.tensor(pool.normalized).unsqueeze(0)).numpy()
+
+    def score(self, pool: ArchPool | None = None) -> np.ndarray:
+        """Combined score of every architecture of ``pool`` (default: the pretraining pool): the mean member
+        score ``s(a)`` ∈ [0, 1] (for K=1 exactly the paper's score), plus ``kappa`` × the members' std."""
+        s = self.member_scores(pool)
+        out = s.mean(0)
+        if self.config.kappa and len(s) > 1:
+            out = out + self.config.kappa * s.std(0)
+        return out
 
     # ------------------------------------------------------------------ query loop
     def search(
@@ -318,8 +388,9 @@ class PONASRanker:
                 f"search: need n_init >= 2 and budget >= n_init + final_k, got {budget=}, "
                 f"{n_init=}, {final_k=}"
             )
-        if budget > len(pool):
-            raise ValueError(f"search: budget {budget} exceeds the pool size {len(pool)}")
+        cand = pool.candidates
+        if budget > int(cand.sum()):
+            raise ValueError(f"search: budget {budget} exceeds the {int(cand.sum())} queryable architectures")
         if pretrain or self.pool is not pool:
             self.pretrain(pool)
         evaluated: dict[int, float] = {}
@@ -332,7 +403,7 @@ class PONASRanker:
             if callback is not None:
                 callback(i, evaluated[i], len(evaluated))
 
-        mean_norm = pool.normalized.mean(1)
+        mean_norm = np.where(cand, pool.normalized.mean(1), -np.inf)
         for i in np.argsort(-mean_norm, kind="stable")[:n_init]:
             query(int(i))
         fit_losses.append(self.fit(evaluated))
@@ -340,7 +411,7 @@ class PONASRanker:
         def ranked_unevaluated() -> list[int]:
             s = self.score(pool)
             order = np.argsort(-s, kind="stable")
-            return [int(i) for i in order if int(i) not in evaluated]
+            return [int(i) for i in order if cand[i] and int(i) not in evaluated]
 
         while len(evaluated) < budget - final_k:
             query(ranked_unevaluated()[0])
