@@ -206,9 +206,12 @@ def test_quantize_keeps_outputs_dequantized(tmp_path):
     assert {n.op_type for n in q_req.graph.node if q_req.graph.output[0].name in n.output} == {"DequantizeLinear"}
     import onnxruntime as ort
 
-    x = {name: rng.standard_normal((1, 3, 8, 8)).astype(np.float32)}
-    ref = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, x)[0]
-    got = ort.InferenceSession(q.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, x)[0]
-    assert np.max(np.abs(got - ref)) < 0.1 * np.max(np.abs(ref)) + 1e-3
+    s_ref = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    s_q = ort.InferenceSession(q.SerializeToString(), providers=["CPUExecutionProvider"])
+    xs = [{name: rng.standard_normal((1, 3, 8, 8)).astype(np.float32)} for _ in range(16)]
+    ref = np.concatenate([s_ref.run(None, x)[0] for x in xs]).ravel()
+    got = np.concatenate([s_q.run(None, x)[0] for x in xs]).ravel()
+    # int8 outputs track fp32 on held-out random inputs (16 random calibration samples: loose, not exact)
+    assert np.corrcoef(ref, got)[0, 1] > 0.95
     with pytest.raises(Exception, match="calibration method"):
         quantize_qdq(fp32, calib, prof, method="kl")
