@@ -111,9 +111,11 @@ class NB201Table:
 class Mutator:
     """NB201-restricted AutoGO mutation with per-arch memos of features and FLOPs (module doc)."""
 
-    def __init__(self, space: NB201Space, vocab: list[str], parents_cached: int = 64) -> None:
+    def __init__(self, space: NB201Space, vocab: list[str], parents_cached: int = 64, effective: bool = False
+                 ) -> None:
         self.space = space
         self.vocab = vocab
+        self.effective = effective  # features of the data-dependent graph (as the predictors were trained)
         self.feats: dict[str, RawFeatures] = {}
         self.flops: dict[str, float] = {}
         self.lineage: dict[str, dict[str, Any]] = {}
@@ -128,7 +130,7 @@ class Mutator:
             self._parents[arch] = (g, parse_nb201(g))
             self.flops.setdefault(arch, float(graph_cost(g).flops or 0))
             if arch not in self.feats:  # the start arch (the builder's graph: identical features, tested)
-                self.feats[arch] = raw_features(g, self.vocab)
+                self.feats[arch] = raw_features(g, self.vocab, effective=self.effective)
             if len(self._parents) > self._cap:
                 self._parents.popitem(last=False)
         self._parents.move_to_end(arch)
@@ -142,7 +144,7 @@ class Mutator:
         if child not in self.feats:
             t = time.perf_counter()
             m = self.space.apply(g, cells, prop, rng)
-            self.feats[child] = raw_features(m.graph, self.vocab)
+            self.feats[child] = raw_features(m.graph, self.vocab, effective=self.effective)
             self.flops[child] = float(graph_cost(m.graph).flops or 0)
             self.lineage[child] = m.lineage
             self.built += 1
@@ -188,7 +190,8 @@ def online_ranker(mut: Mutator, state: dict, every: int, steps: int, seed: int, 
         spg = 8
         epochs = max(1, round(steps * 32 / (n * spg)))
         t = time.perf_counter()
-        box["pred"] = train_predictor(data, PSCConfig(epochs=epochs, splits_per_graph=spg, seed=seed),
+        box["pred"] = train_predictor(data, PSCConfig(epochs=epochs, splits_per_graph=spg, seed=seed,
+                                                                effective=mut.effective),
                                       init_state=state)
         timing["train_s"] = timing.get("train_s", 0.0) + time.perf_counter() - t
         timing["retrains"] = timing.get("retrains", 0) + 1
@@ -296,8 +299,10 @@ def main() -> None:
     start = table.median_arch()
     space = NB201Space()
     shipped = PSCPredictor.load(default_weights_path())
-    mut = Mutator(space, list(shipped.cfg.vocab))
-    packed = nb201_packed()  # label-free structure for pretraining; the 128 training archs of psc_held128
+    # every variant reads the features the shipped weights were trained on (effective view or every node)
+    mut = Mutator(space, list(shipped.cfg.vocab), effective=shipped.cfg.effective)
+    # label-free structure for pretraining; the 128 training archs of psc_held128
+    packed = nb201_packed(effective=mut.effective)
     print(f"start (median of {len(archs)}): {start}  acc {table.lookup(start):.2f}")
     timing: dict[str, Any] = {}
     info: dict[str, Any] = {}
@@ -305,7 +310,7 @@ def main() -> None:
     state = None
     if any(v in ("psc_online", "psc_held128") for v in variants):
         t = time.time()
-        cfg = PSCConfig(pretrain_epochs=a.pretrain_epochs, seed=0)
+        cfg = PSCConfig(pretrain_epochs=a.pretrain_epochs, seed=0, effective=mut.effective)
         state = pretrain_state(packed, cfg)  # graph statistics only: packed.y is never read
         timing["pretrain_s"] = round(time.time() - t, 1)
         print(f"self-supervised pretraining on {len(packed)} label-free graphs: {timing['pretrain_s']} s", flush=True)
@@ -319,7 +324,8 @@ def main() -> None:
         sub = packed.subset(idx)
         t = time.time()
         held_pred = train_predictor(sub, PSCConfig(epochs=max(1, round(a.held_steps * 32 / (128 * 8))),
-                                                   splits_per_graph=8, seed=0), init_state=state)
+                                                   splits_per_graph=8, seed=0, effective=mut.effective),
+                                   init_state=state)
         timing["held128_train_s"] = round(time.time() - t, 1)
         info["held128_best_label"] = float(max(sub.y))
         print(f"psc_held128 trained on 128 archs (best label {max(sub.y):.2f}): {timing['held128_train_s']} s",

@@ -35,11 +35,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from graphopt.ir.graph import Graph, Node
+from graphopt.ir.graph import Graph, Node, Value
 from graphopt.ir.registry import all_ops
 
 __all__ = [
-    "FEATURE_DIM", "KERNEL_BUCKETS", "NodeEmbedding", "PackedGraphs", "RawFeatures", "default_op_vocab",
+    "FEATURE_DIM", "KERNEL_BUCKETS", "EffectiveView", "NodeEmbedding",
+    "effective_view", "PackedGraphs", "RawFeatures", "default_op_vocab",
     "graph_to_data", "kernel_bucket", "node_resolution", "normalize_resolution", "raw_features",
 ]
 
@@ -159,9 +160,137 @@ def canonical_nodes(graph: Graph) -> list[Node]:
     return canonical_order(graph)
 
 
-def raw_features(graph: Graph, vocab: Sequence[str] | None = None, order: Sequence[Node] | None = None
-                 ) -> RawFeatures:
-    """Features of every node of ``graph`` in canonical order (or in ``order`` if given)."""
+#: ops through which an all-zero operand makes the result all-zero (absorbing element), for :func:`effective_view`
+ZERO_ABSORBING_OPS = frozenset({"mul"})
+
+
+@dataclass
+class EffectiveView:
+    """The data-dependent part of a graph (see :func:`effective_view`).
+
+    ``nodes``: live nodes, in the canonical order of the live subgraph; ``source``: for every removed node (by
+    ``id``), the value it forwards (a pass-through ``add``: its live operand) or ``None`` (constant-valued or
+    dead).
+    """
+
+    nodes: list[Node]
+    source: dict[int, Value | None]
+
+    def resolve(self, value: Value | None) -> Value | None:
+        """The value that actually carries ``value``'s data (a live node's output or a graph input); ``None``
+        for constants and for values of removed nodes."""
+        while value is not None and value.producer is not None and id(value.producer) in self.source:
+            value = self.source[id(value.producer)]
+        return None if value is None or value.is_const else value
+
+    def producer(self, value: Value | None) -> Node | None:
+        v = self.resolve(value)
+        return v.producer if v is not None else None
+
+
+def effective_view(graph: Graph, order: Sequence[Node] | None = None) -> EffectiveView:
+    """Drop what does not depend on the graph's inputs, so equal computations give equal features.
+
+    Why: NAS cells written with a ``none`` op (NB201's ``x * 0``) keep every dead path in the lowered graph,
+    and a message-passing GNN cannot tell a conv fed by ``x * 0`` from a live one; cell encoders (FLAN's GIN,
+    NB201 adjacency matrices) simply omit those edges. Rules, applied in topological order:
+
+    * a value is *constant* if it is a graph constant, or an output of a node whose inputs are all constant,
+      or of a zero-absorbing op (:data:`ZERO_ABSORBING_OPS`: ``mul``) with an all-zero constant operand or a
+      constant operand computed from one (``x * 0`` is 0 for finite ``x``); constant nodes are removed (what
+      constant folding would do after ``x * 0 → 0``);
+    * an ``add`` with one operand computed by a removed (constant) node forwards its other operand: the dead
+      path at most adds a constant bias, which the features ignore as they ignore other biases;
+    * nodes that do not reach a graph output through the remaining edges are removed (dead code).
+
+    The live nodes are then put in the canonical order of the live subgraph itself (dead nodes would otherwise
+    break ties differently), so two graphs that differ only in dead parts get identical features. If nothing
+    is left (every output constant, e.g. an NB201 cell whose output node only receives ``none``), the producer
+    of the first output is kept alone, so such graphs still share one feature graph.
+    """
+    from graphopt.passes.autogo.tokens import canonical_order
+
+    nodes = list(order) if order is not None else canonical_nodes(graph)
+    zero: set[int] = set()  # ids of computed values known to be all zeros
+    const: set[int] = set()  # ids of computed constant values (graph constants are recognized by is_const)
+
+    def is_const(v: Value) -> bool:
+        return v.is_const or id(v) in const
+
+    def is_zero(v: Value) -> bool:
+        if id(v) in zero:
+            return True
+        return v.is_const and np.size(v.const) > 0 and not np.any(np.asarray(v.const))
+
+    source: dict[int, Value | None] = {}
+    for nd in nodes:
+        ins = [v for v in nd.inputs if v is not None]
+        absorbed = nd.op in ZERO_ABSORBING_OPS and any(is_zero(v) for v in ins)
+        if absorbed or all(is_const(v) for v in ins):
+            source[id(nd)] = None
+            for o in nd.outputs:
+                const.add(id(o))
+                if absorbed:
+                    zero.add(id(o))
+        elif nd.op == "add" and len(ins) == 2:
+            folded = [v.producer is not None and id(v.producer) in source and is_const(v) for v in ins]
+            if sum(folded) == 1:
+                source[id(nd)] = ins[folded.index(False)]
+    view = EffectiveView([], source)
+    # dead code: walk back from the outputs over resolved producers
+    keep: set[int] = set()
+    stack = [p for v in graph.outputs if (p := view.producer(v)) is not None]
+    while stack:
+        nd = stack.pop()
+        if id(nd) not in keep:
+            keep.add(id(nd))
+            stack += [p for v in nd.inputs if (p := view.producer(v)) is not None]
+    live = [nd for nd in nodes if id(nd) in keep]
+    if not live:
+        last = next((v.producer for v in graph.outputs if v.producer is not None), nodes[-1] if nodes else None)
+        live = [last] if last is not None else []
+    for nd in nodes:
+        if id(nd) not in keep and id(nd) not in source:
+            source[id(nd)] = None
+    for nd in live:
+        source.pop(id(nd), None)
+    view.nodes = _live_canonical_order(graph, view, live, canonical_order)
+    return view
+
+
+def _live_canonical_order(graph: Graph, view: EffectiveView, live: list[Node], canonical_order) -> list[Node]:
+    """Canonical order of the live subgraph, built as a graph of its own (structure only)."""
+    if len(live) == len(graph):
+        return live
+    sub = Graph(graph.name)
+    vmap: dict[int, Value] = {id(v): sub.add_input(v.name, v.type) for v in graph.inputs}
+    back: dict[int, Node] = {}
+    for nd in live:  # ``live`` is in a topological order of the original graph
+        ins: list[Value | None] = []
+        for v in nd.inputs:
+            r = view.resolve(v)
+            if v is None:
+                ins.append(None)
+            elif r is None:  # a (folded) constant: only its presence matters for the order, not its value
+                ins.append(sub.add_const(v.name, np.zeros((), np.float32)))
+            else:
+                ins.append(vmap[id(r)])
+        new = sub.create_node(nd.op, ins, dict(nd.attrs), name=nd.name, output_names=[o.name for o in nd.outputs],
+                              output_types=[o.type for o in nd.outputs], infer=False)
+        back[id(new)] = nd
+        for o, no in zip(nd.outputs, new.outputs, strict=True):
+            vmap[id(o)] = no
+    sub.set_outputs([vmap[id(r)] for v in graph.outputs if (r := view.resolve(v)) is not None and id(r) in vmap])
+    return [back[id(n)] for n in canonical_order(sub)]
+
+
+def raw_features(graph: Graph, vocab: Sequence[str] | None = None, order: Sequence[Node] | None = None,
+                 *, effective: bool = False) -> RawFeatures:
+    """Features of every node of ``graph`` in canonical order (or in ``order`` if given).
+
+    ``effective``: only the data-dependent nodes of :func:`effective_view` (``order``, if given, must then be
+    the whole graph's order; the features' ``names`` say which nodes remain).
+    """
     if len(graph) == 0:
         raise ValueError(f"graph {graph.name!r} has no nodes; the PSC predictor needs at least one")
     nodes = list(order) if order is not None else canonical_nodes(graph)
@@ -169,6 +298,14 @@ def raw_features(graph: Graph, vocab: Sequence[str] | None = None, order: Sequen
     pos = {id(n): i for i, n in enumerate(nodes)}
     if len(pos) != len(graph):
         raise ValueError(f"order has {len(pos)} distinct nodes but graph {graph.name!r} has {len(graph)}")
+    if effective:
+        return _features_of(effective_view(graph, nodes), index, graph.name)
+    return _features_of(EffectiveView(nodes, {}), index, graph.name)
+
+
+def _features_of(view: EffectiveView, index: dict[str, int], gname: str) -> RawFeatures:
+    nodes = view.nodes
+    pos = {id(n): i for i, n in enumerate(nodes)}
     n = len(nodes)
     op = np.array([index.get(nd.op, 0) for nd in nodes], dtype=np.int64)
     res = normalize_resolution(np.array([node_resolution(nd) for nd in nodes], dtype=np.float64).reshape(n, 6))
@@ -177,22 +314,24 @@ def raw_features(graph: Graph, vocab: Sequence[str] | None = None, order: Sequen
     src, dst = [], []
     for j, nd in enumerate(nodes):
         for v in nd.inputs:
-            if v is not None and v.producer is not None:
-                if id(v.producer) not in pos:
-                    raise ValueError(f"node {nd.name} reads %{v.name} from node {v.producer.name}, which is not in "
-                                     f"graph {graph.name!r}")
-                src.append(pos[id(v.producer)])
+            p = view.producer(v)
+            if p is not None:
+                if id(p) not in pos:
+                    raise ValueError(f"node {nd.name} reads %{v.name} from node {p.name}, which is not in "
+                                     f"graph {gname!r}")
+                src.append(pos[id(p)])
                 dst.append(j)
     edges = np.array([src, dst], dtype=np.int64).reshape(2, -1)
     return RawFeatures(op, res, kernel, bias, edges, [nd.name for nd in nodes])
 
 
-def graph_to_data(graph: Graph, vocab: Sequence[str] | None = None, order: Sequence[Node] | None = None):
+def graph_to_data(graph: Graph, vocab: Sequence[str] | None = None, order: Sequence[Node] | None = None,
+                  *, effective: bool = False):
     """The graph as a ``torch_geometric.data.Data`` (fields ``x_op, x_res, x_kernel, x_bias, edge_index``,
-    ``node_names``); node ``i`` is canonical position ``i``."""
+    ``node_names``); node ``i`` is canonical position ``i`` (of the live nodes with ``effective``)."""
     from torch_geometric.data import Data
 
-    f = raw_features(graph, vocab, order)
+    f = raw_features(graph, vocab, order, effective=effective)
     return Data(x_op=torch.from_numpy(f.op), x_res=torch.from_numpy(f.res), x_kernel=torch.from_numpy(f.kernel),
                 x_bias=torch.from_numpy(f.bias), edge_index=torch.from_numpy(f.edges), num_nodes=f.num_nodes,
                 node_names=f.names)

@@ -185,15 +185,19 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("GRAPHOPT_CACHE", Path.home() / ".cache" / "graphopt"))
 
 
-def _feat_one(args: tuple[str, int, int, tuple[str, ...]]) -> RawFeatures:
-    arch, C, N, vocab = args
-    return raw_features(build_nb201_ir(arch, C=C, N=N), vocab)
+def _feat_one(args: tuple[str, int, int, tuple[str, ...], bool]) -> RawFeatures:
+    arch, C, N, vocab, effective = args
+    return raw_features(build_nb201_ir(arch, C=C, N=N), vocab, effective=effective)
 
 
 def nb201_packed(C: int = 16, N: int = 5, *, labels: Path | str = DEFAULT_LABELS, dataset: str = "cifar10",
                  cache_dir: Path | str | None = None, workers: int = 2, limit: int | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> PackedGraphs:
+                 progress: Callable[[int, int], None] | None = None, effective: bool = False) -> PackedGraphs:
     """Features + labels of all NB201 networks (first ``limit`` in index order if given), cached on disk.
+
+    ``effective``: features of the data-dependent graph (:func:`.gnn_features.effective_view`: ``none`` paths
+    and what only they feed removed; 156 nodes on average instead of 214) -- what a PSC config with
+    ``effective=True`` reads.
 
     The cache holds the complete set for (C, N); ``limit`` only slices it (so a quick run after a full one is
     free), except that a limited build without a cache is not written (it would be incomplete).
@@ -202,13 +206,14 @@ def nb201_packed(C: int = 16, N: int = 5, *, labels: Path | str = DEFAULT_LABELS
 
     archs, acc = load_nb201_labels(labels, dataset)
     tag = hashlib.sha1(f"{BUILDER_VERSION}|{C}|{N}|{Path(labels).name}|{dataset}".encode()).hexdigest()[:12]
-    path = Path(cache_dir or default_cache_dir()) / f"psc_nb201_C{C}_N{N}_{dataset}_{tag}.npz"
+    eff = "_eff" if effective else ""
+    path = Path(cache_dir or default_cache_dir()) / f"psc_nb201_C{C}_N{N}_{dataset}{eff}_{tag}.npz"
     if path.exists():
         packed = PackedGraphs.load(path)
         return packed if limit is None else packed.subset(np.arange(min(limit, len(packed))))
     todo = archs if limit is None else archs[:limit]
     vocab = tuple(default_op_vocab())
-    jobs = [(a, C, N, vocab) for a in todo]
+    jobs = [(a, C, N, vocab, effective) for a in todo]
     feats: list[RawFeatures] = []
     if workers > 1 and len(jobs) > 64:
         with ProcessPoolExecutor(workers) as ex:

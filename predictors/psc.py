@@ -82,6 +82,7 @@ from .gnn_features import (
     RawFeatures,
     canonical_nodes,
     default_op_vocab,
+    effective_view,
     raw_features,
 )
 
@@ -121,16 +122,25 @@ def graph_splits(n: int, seg_lengths: Sequence[int] = (4, 8, 16), max_splits: in
     return sorted(set(cover))
 
 
-def segment_parts(graph: Graph, segment: Iterable[str], order: Sequence | None = None) -> np.ndarray:
-    """Part id per canonical position (0 = P, 1 = S, 2 = C) for a segment given by node names (module doc)."""
+def segment_parts(graph: Graph, segment: Iterable[str], order: Sequence | None = None, *,
+                  ignore_missing: bool = False) -> np.ndarray:
+    """Part id per canonical position (0 = P, 1 = S, 2 = C) for a segment given by node names (module doc).
+
+    ``order`` may be a subset of the graph's nodes (the live nodes of an effective view); with
+    ``ignore_missing`` segment names outside it are skipped, and a segment with none left is all prefix (S
+    empty: the replaced nodes compute nothing that reaches an output).
+    """
     nodes = list(order) if order is not None else canonical_nodes(graph)
     pos = {n.name: i for i, n in enumerate(nodes)}
     seg = list(dict.fromkeys(segment))
-    missing = [s for s in seg if s not in pos]
-    if missing:
-        raise KeyError(f"segment nodes {missing[:5]} are not nodes of graph {graph.name!r}")
     if not seg:
         raise ValueError(f"empty segment for graph {graph.name!r}; pass at least one node name")
+    missing = [s for s in seg if s not in pos]
+    if missing and not ignore_missing:
+        raise KeyError(f"segment nodes {missing[:5]} are not nodes of graph {graph.name!r}")
+    seg = [s for s in seg if s in pos]
+    if not seg:
+        return np.zeros(len(nodes), dtype=np.int64)
     sp = sorted(pos[s] for s in seg)
     first, last = sp[0], sp[-1]
     parts = np.full(len(nodes), 2, dtype=np.int64)
@@ -138,14 +148,19 @@ def segment_parts(graph: Graph, segment: Iterable[str], order: Sequence | None =
     parts[sp] = 1
     if last - first + 1 > len(sp):  # non-contiguous: ancestors of S between first and last go to P
         anc: set[int] = set()
+        seen: set[int] = set()
         stack = [nodes[i] for i in sp]
         idx = {id(n): i for i, n in enumerate(nodes)}
         while stack:
             nd = stack.pop()
             for p in nd.input_producers():
-                i = idx[id(p)]
-                if i > first and i not in anc:
-                    anc.add(i)
+                if id(p) in seen:
+                    continue
+                seen.add(id(p))
+                i = idx.get(id(p))  # None: a node outside ``order`` (removed by an effective view); walk through
+                if i is None or i > first:
+                    if i is not None:
+                        anc.add(i)
                     stack.append(p)
         for i in range(first + 1, last):
             if parts[i] != 1 and i in anc:
@@ -171,6 +186,9 @@ class PSCConfig:
     max_seg_len: int = 24
     seg_lengths: list[int] = field(default_factory=lambda: [4, 8, 16])
     max_splits: int = 32
+    # features of the data-dependent graph only (gnn_features.effective_view: dead ``x * 0`` paths removed);
+    # configs saved before this field existed load with False, the features they were trained on
+    effective: bool = True
     # training record (informational)
     epochs: int = 40
     batch_size: int = 32
@@ -335,7 +353,7 @@ class PSCPredictor:
             raise ValueError(f"{path} is not a graphopt PSC predictor file (missing format 'graphopt-psc-v1')")
         preds = []
         for b in [blob, *blob.get("members", [])]:
-            pred = PSCPredictor(PSCConfig(**b["config"]))
+            pred = PSCPredictor(PSCConfig(**{"effective": False, **b["config"]}))
             pred.net.load_state_dict(b["state_dict"])
             pred.net.eval()
             preds.append(pred)
@@ -357,7 +375,11 @@ class PSCPredictor:
 
     # -------------------------------------------------------------- scoring
     def features(self, graph: Graph) -> tuple[RawFeatures, list]:
+        """Features and the nodes they describe, in order (only the live ones with ``cfg.effective``)."""
         order = canonical_nodes(graph)
+        if self.cfg.effective:
+            view = effective_view(graph, order)
+            return raw_features(graph, self.cfg.vocab, order, effective=True), view.nodes
         return raw_features(graph, self.cfg.vocab, order), order
 
     @torch.no_grad()
@@ -373,7 +395,8 @@ class PSCPredictor:
     def _latent_segment(self, graph: Graph, segment: Iterable[str]) -> float:
         f, order = self.features(graph)
         src = _Source.single(f)
-        parts = None if self.cfg.mode == "whole" else [segment_parts(graph, segment, order)]
+        parts = None if self.cfg.mode == "whole" else [segment_parts(graph, segment, order,
+                                                                        ignore_missing=self.cfg.effective)]
         return float(self._latent(src, np.zeros(1, np.int64), parts)[0])
 
     def _latent_splits(self, f: RawFeatures, splits: Sequence[tuple[int, int]] | None = None) -> np.ndarray:

@@ -32,6 +32,8 @@ def register(app: typer.Typer) -> None:
         cells: Annotated[int, typer.Option("--cells", help="NB201 cells per stage (N); the zoo default is 5.")] = 5,
         limit: Annotated[int | None, typer.Option(help="Use only the first N networks (quick runs).")] = None,
         seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+        effective: Annotated[bool, typer.Option(help="Read only the data-dependent graph (dead `x * 0` paths "
+                                                     "removed); --no-effective reads every lowered node.")] = True,
         threads: Annotated[int, typer.Option(help="torch intra-op threads (1 by default: the small sparse ops "
                                                   "run slower multi-threaded on a busy machine).")] = 1,
     ) -> None:
@@ -53,10 +55,10 @@ def register(app: typer.Typer) -> None:
         if threads:
             torch.set_num_threads(threads)
         console.print("building/loading NB201 features (first run: a few minutes, then cached)...")
-        packed = nb201_packed(C=16, N=cells, limit=limit,
+        packed = nb201_packed(C=16, N=cells, limit=limit, effective=effective,
                               progress=lambda i, n: console.print(f"  {i}/{n} networks lowered"))
         cfg = PSCConfig(mode=mode, epochs=epochs, splits_per_graph=splits_per_graph, lr=lr, batch_size=batch_size,
-                        seed=seed)
+                        seed=seed, effective=effective)
         pred = train_predictor(packed, cfg, log=lambda s: console.print("  " + s))
         pred.cfg.train_info.update({"data": data, "cells_per_stage": cells, "limit": limit})
         pred.save(output)
