@@ -43,15 +43,17 @@ of a model fitted to few labels, not late overfitting. A pairwise logistic ranki
 (``rank_loss=1``) did not help (.701; .686 with early stopping). Early stopping on 26-graph folds is too noisy
 (members stop at epochs 2-7, τ .65-.68 each). A lower lr (1e-3) gave .711 against .718 at 5e-3 (20 epochs).
 The self-supervised pretraining is worth +.10 (single model, 20 epochs: none .621; 1, 2, 4, 6 pretraining
-epochs .700, .718, .698, .687 — longer is not better). What reduces the variance is an ensemble of seeds
+epochs .700, .718, .698, .687 — longer is not better). What reduced the variance is an ensemble of seeds
 (:func:`train_ensemble`, mean latent score, :class:`PSCEnsemble`): on the held-out NB201 graphs (mean ± std
-over 3 training subsets) 3 members reach τ .710 ± .008 at 128 graphs (members alone .696) and 2 members
-.815 ± .005 at 512 (alone .804), against the single-model .688 / .801 before — still short of FLAN's GIN
-(.785 / .877). Likely remaining cause (a hypothesis, not measured here): FLAN's GIN reads the 8-node NB201 cell,
-while PSC reads the lowered 214-node network (each op → relu/conv/bn, ``mul(x, 0)`` for ``none``, 15 cells),
-through 6 layers of ±3-hop alternating message passing; whether a cell's output is reachable through non-zero
-ops (the degenerate cells at 10 % accuracy), or how many convs lie on its paths, is a long-range property that
-128 labels cannot teach it, and the pretraining statistics count paths through ``mul(x, 0)`` as live.
+over 3 training subsets) 3 members reached τ .710 ± .008 at 128 graphs (members alone .696) and 2 members
+.815 ± .005 at 512 (alone .804), against the single-model .688 / .801 before. The larger step was the feature
+view (``effective=True``, :func:`.gnn_features.effective_view`): the lowered network writes ``none`` as
+``mul(x, 0)`` and keeps every path it kills, so a conv fed only by zeros looked live to 6 layers of ±3-hop
+message passing. Reading only the data-dependent graph (dead paths removed, 156 instead of 214 nodes on
+average; equal computations give equal features, and the cells at 10 % collapse to one shared graph) gives,
+same recipe and subsets: τ .778 ± .015 at 128 (members alone .772) and .861 ± .002 at 512 (alone .855) —
+FLAN's GIN, which reads the 8-node cell, reports .785 / .877. Old weight files have no ``effective`` entry and
+load with the full view they were trained on.
 ``val_fraction`` (early stopping; in an ensemble one fold per member) stays available, off by default.
 
 **Mutant rule** (:meth:`PSCPredictor.fits`): a mutant whose replaced nodes are S* is kept when
