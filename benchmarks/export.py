@@ -15,11 +15,16 @@ Protocol (one run, one process):
   single runs is kept in the JSON too: on a loaded machine it is bimodal and ranks identical graphs apart).
 * NPU: every zoo model exported for ``generic-npu-int8`` (legalize + INT8 QDQ, calibrated on CIFAR-10 for image
   models, random tokens for token models); the number of remaining violations is recorded.
-* ResNet-20 int8 agreement: ResNet-20 trained briefly here (``--epochs`` epochs of SGD on the CIFAR-10 train set,
-  the eval engine's trainer), exported, quantized for ``generic-npu-int8`` with 256 CIFAR-10 train images, and
-  top-1 agreement between fp32 and int8 measured on the CIFAR-10 test images (``--test-images``).
+* ResNet-20 int8 agreement: ResNet-20 trained here (``--epochs`` epochs, default 10, of SGD with a cosine
+  schedule on the CIFAR-10 train set, the eval engine's trainer; ~4 min per epoch on 2 idle cores, weights
+  cached in ``benchmarks/.cache/``), exported, quantized for ``generic-npu-int8`` with 512 CIFAR-10 train
+  images, and top-1 agreement between fp32 and int8 measured on the CIFAR-10 test images (``--test-images``),
+  for plain QDQ and for QDQ with ``--bias-correction``. Why 10 epochs, not 2: the target concerns a usable
+  ResNet-20; the 2-epoch network (66.8% test accuracy) agreed on 98.51% plain and 98.98% with bias correction
+  (entropy, minmax and percentile calibration all within 0.05 points), the 10-epoch one (83.3%) on 99.37% both
+  ways.
 
-Usage: ``python benchmarks/export.py [--runs 30] [--epochs 2] [--test-images 10000] [--skip-train]``.
+Usage: ``python benchmarks/export.py [--runs 30] [--epochs 10] [--test-images 10000] [--skip-train]``.
 Writes ``benchmarks/results/export.json`` and prints the tables.
 """
 
@@ -182,12 +187,17 @@ def npu_row(name: str, path: Path, tmp: Path) -> dict:
     from graphopt.export import export_model
 
     calib = "random" if "token" in models.info(name)["input"] else "cifar10"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        rep = export_model(str(path), tmp / f"{name}.npu.onnx", target="generic-npu-int8", calib=calib,
-                           calib_samples=64, eval_samples=200, latency_runs=0, allow_violations=True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            rep = export_model(str(path), tmp / f"{name}.npu.onnx", target="generic-npu-int8", calib=calib,
+                               calib_samples=64, eval_samples=200, latency_runs=0, allow_violations=True)
+    except Exception as e:  # noqa: BLE001 - one model's failure is a result, not the end of the benchmark
+        return {"model": name, "violations": -1, "error": f"{type(e).__name__}: {e}", "rewrites": {},
+                "float_islands": -1}
     q = rep.quantization or {}
     return {"model": name, "violations": len(rep.violations), "violation_list": rep.violations[:20],
+            "calibration_method": q.get("calibration_method"),
             "rewrites": dict(Counter(r["legalizer"] for r in rep.rewrites)), "calibration": q.get("calibration"),
             "float_islands": len(q.get("float_islands", [])), "top1_agreement": q.get("top1_agreement"),
             "fp32_check_ok": rep.fp32.get("ok"), "nodes_int8": rep.nodes_after}
@@ -221,22 +231,26 @@ def resnet20_agreement(epochs: float, test_images: int, tmp: Path) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(net, (torch.randn(1, 3, 32, 32),), str(path), opset_version=17, dynamo=False)
-    rep = export_model(str(path), tmp / "resnet20_int8.onnx", target="generic-npu-int8", calib="cifar10",
-                       calib_samples=512, eval_samples=test_images, latency_runs=30)
-    q = rep.quantization or {}
-    return {"epochs": epochs, "train_seconds": train_s, "train_status": status,
-            "calibration": q.get("calibration"), "evaluation": q.get("evaluation"),
-            "top1_agreement": q.get("top1_agreement"), "fp32_accuracy": q.get("fp32_accuracy"),
-            "int8_accuracy": q.get("quantized_accuracy"), "mean_cosine": q.get("mean_cosine"),
-            "violations": len(rep.violations), "float_islands": len(q.get("float_islands", [])),
-            "latency_ms_fp32_original": rep.latency.get("before", {}).get("median_ms"),
-            "latency_ms_int8": rep.latency.get("after", {}).get("median_ms")}
+    out: dict = {"epochs": epochs, "train_seconds": train_s, "train_status": status}
+    # Both quantizers, same calibration set: plain QDQ and QDQ + empirical bias correction (``--bias-correction``).
+    for key, bc in (("plain", False), ("bias_corrected", True)):
+        rep = export_model(str(path), tmp / f"resnet20_int8_{key}.onnx", target="generic-npu-int8", calib="cifar10",
+                           calib_samples=512, eval_samples=test_images, latency_runs=30, bias_correction=bc)
+        q = rep.quantization or {}
+        out[key] = {"calibration": q.get("calibration"), "evaluation": q.get("evaluation"),
+                    "top1_agreement": q.get("top1_agreement"), "fp32_accuracy": q.get("fp32_accuracy"),
+                    "int8_accuracy": q.get("quantized_accuracy"), "mean_cosine": q.get("mean_cosine"),
+                    "violations": len(rep.violations), "float_islands": len(q.get("float_islands", [])),
+                    "latency_ms_fp32_original": rep.latency.get("before", {}).get("median_ms"),
+                    "latency_ms_int8": rep.latency.get("after", {}).get("median_ms")}
+    out.update(out["plain"])  # headline fields stay the plain pipeline's (export's default)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=30, help="timed rounds per model (>= 20)")
-    ap.add_argument("--epochs", type=float, default=2.0, help="ResNet-20 training epochs for the int8 check")
+    ap.add_argument("--epochs", type=float, default=10.0, help="ResNet-20 training epochs for the int8 check")
     ap.add_argument("--test-images", type=int, default=10000, help="CIFAR-10 test images for the agreement")
     ap.add_argument("--skip-train", action="store_true", help="skip the ResNet-20 training/agreement part")
     ap.add_argument("--models", nargs="*", help="only these models (names or light_* stems)")
@@ -255,9 +269,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.models:
         todo = [t for t in todo if t[0] in args.models]
     rows = []
+    partial = args.out.with_suffix(".partial.json")
+    partial.parent.mkdir(parents=True, exist_ok=True)
     for name, path, src in todo:
         print(f"[export] {name} ...", file=sys.stderr, flush=True)
         rows.append(compare_model(name, path, src, args.runs, tmp))
+        partial.write_text(json.dumps({"partial": True, "models": rows}, indent=2, default=str))  # survives a crash
     npu = []
     for name, path in zoo.items():
         if args.models and name not in args.models:
@@ -280,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
         "ours_fp32_checks_ok": all(r["ours_fp32_check"]["ok"] for r in rows),
         "npu_zero_violations_all": all(r["violations"] == 0 for r in npu),
         "resnet20_int8_top1_agreement": None if agree is None else agree["top1_agreement"],
+        "resnet20_int8_top1_agreement_bias_corrected": None if agree is None
+        else agree["bias_corrected"]["top1_agreement"],
         "seconds": time.perf_counter() - t_all,
     }
     doc = {
@@ -293,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2, default=str))
+    partial.unlink(missing_ok=True)
     print_tables(doc)
     print(f"\nwrote {args.out}")
     return 0
@@ -320,11 +340,15 @@ def print_tables(doc: dict) -> None:
     print("\ngeneric-npu-int8:")
     for r in doc["npu_generic_int8"]:
         print(f"  {r['model']:22s} violations {r['violations']:3d}  float islands {r['float_islands']:3d}  "
-              f"rewrites {r['rewrites']}")
+              f"rewrites {r['rewrites']}" + (f"  ERROR {r['error']}" if r.get("error") else ""))
     a = doc["resnet20_int8"]
     if a:
         print(f"\nResNet-20 ({a['epochs']} epochs, fp32 acc {a['fp32_accuracy']:.2%}, int8 acc "
               f"{a['int8_accuracy']:.2%}): int8 top-1 agreement {a['top1_agreement']:.2%} on {a['evaluation']}")
+        b = a.get("bias_corrected")
+        if b:
+            print(f"  with --bias-correction: int8 acc {b['int8_accuracy']:.2%}, agreement {b['top1_agreement']:.2%}, "
+                  f"mean cosine {b['mean_cosine']:.6f} (plain {a['mean_cosine']:.6f})")
 
 
 if __name__ == "__main__":

@@ -180,7 +180,9 @@ def export_model(
         final = quantize_qdq(fp32_model, calib_data, profile, bias_correction=bias_correction)
         islands = float_islands(final)
         q = {"format": "QDQ", "activation_dtype": profile.activation_dtype, "weight_dtype": profile.weight_dtype,
-             "per_channel": profile.per_channel, "calibration": calib_data.source, "calibration_method": "entropy",
+             "per_channel": profile.per_channel, "calibration": calib_data.source,
+             "calibration_method": next((p.value for p in final.metadata_props
+                                         if p.key == "graphopt.calibration_method"), "entropy"),
              "bias_correction": bias_correction,
              "outputs": "dequantized int8 result (no output re-quantization)",
              "calibration_samples": len(calib_data), "evaluation": eval_data.source,

@@ -215,15 +215,36 @@ def quantize_qdq(model: Any, calib: CalibData, profile: Profile, *, max_calib: i
 
     with tempfile.TemporaryDirectory(prefix="graphopt-quant-") as d:
         src, dst = Path(d) / "fp32.onnx", Path(d) / "int8.onnx"
+        if any(not n.name for n in model.graph.node):  # nodes_to_exclude works by name: name them all
+            named = onnx.ModelProto()
+            named.CopyFrom(model)
+            taken = {n.name for n in named.graph.node}
+            for i, n in enumerate(named.graph.node):
+                if not n.name:
+                    n.name = next(c for c in (f"{n.op_type}_{i}", f"{n.op_type}_{i}_q") if c not in taken)
+            model = named
         onnx.save(model, str(src))
         import logging
 
         root = logging.getLogger()
         level = root.level
         root.setLevel(logging.ERROR)  # onnxruntime.quantization logs a pre-processing hint on the root logger
+        used = method
+        # tensors holding +-inf (e.g. Mamba2's causal -inf mask before exp) have no int8 grid: the nodes that
+        # produce or read them stay float, and since onnxruntime's histogram calibrators cannot bin them at
+        # all, the rest of the model is calibrated with MinMax (said in the model's metadata and the report)
+        bad = nonfinite_tensors(model, calib.feeds[:4])
+        exclude = sorted({n.name for n in model.graph.node if n.name and (set(n.output) | set(n.input)) & bad})
+        if bad and method != "minmax":
+            used = f"minmax ({method} cannot bin tensors holding +-inf: {len(bad)} such tensors kept float)"
+            warnings.warn(f"{len(bad)} calibration tensors hold +-inf ({', '.join(sorted(bad)[:3])}...): their "
+                          f"{len(exclude)} nodes stay float and the model is calibrated with minmax instead of "
+                          f"{method}", stacklevel=2)
+            cal_method = CalibrationMethod.MinMax
         try:
             quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=profile.per_channel,
                             activation_type=act, weight_type=wt, calibrate_method=cal_method,
+                            nodes_to_exclude=exclude,
                             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
                                            "CalibPercentile": float(percentile)})
         except Exception as e:  # noqa: BLE001 - re-raised with context
@@ -231,6 +252,8 @@ def quantize_qdq(model: Any, calib: CalibData, profile: Profile, *, max_calib: i
         finally:
             root.setLevel(level)
         out = onnx.load(str(dst))
+    onnx.helper.set_model_props(out, {**{p.key: p.value for p in out.metadata_props},
+                                      "graphopt.calibration_method": used})
     if float_outputs:
         strip_output_requantization(out)
     if bias_correction:
@@ -259,6 +282,15 @@ def _outputs_of(model: Any, names: list[str], feeds: list[dict[str, np.ndarray]]
         for n, v in zip(names, vals, strict=True):
             got[n].append(np.asarray(v))
     return {n: np.concatenate(v) for n, v in got.items()}
+
+
+def nonfinite_tensors(model: Any, feeds: list[dict[str, np.ndarray]]) -> set[str]:
+    """Names of the float node outputs that hold NaN or +-inf on any of ``feeds``."""
+    names = [o for n in model.graph.node for o in n.output if o]
+    if not names or not feeds:
+        return set()
+    vals = _outputs_of(model, names, feeds)
+    return {k for k, v in vals.items() if v.dtype.kind == "f" and not np.isfinite(v).all()}
 
 
 def _requantized(model: Any, name: str) -> str:

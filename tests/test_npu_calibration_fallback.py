@@ -1,0 +1,51 @@
+"""Histogram calibrators cannot bin +-inf (Mamba2's causal mask before exp): quantization falls back to MinMax."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from graphopt.npu.profiles import load_profile
+from graphopt.npu.quantize import CalibData, quantize_qdq, run_onnx
+
+
+def _masked_attention() -> onnx.ModelProto:
+    """scores = x @ Wq, masked with a causal -inf constant, softmax, @ Wv: the -inf reaches a quantized Add."""
+    rng = np.random.default_rng(0)
+    t, d = 8, 16
+    wq = (rng.standard_normal((d, t)) * 0.3).astype(np.float32)
+    wv = (rng.standard_normal((t, d)) * 0.3).astype(np.float32)
+    mask = np.triu(np.full((t, t), -np.inf, np.float32), k=1)
+    nodes = [helper.make_node("MatMul", ["x", "wq"], ["s"]), helper.make_node("Add", ["s", "mask"], ["m"]),
+             helper.make_node("Softmax", ["m"], ["p"], axis=-1), helper.make_node("MatMul", ["p", "wv"], ["y"])]
+    g = helper.make_graph(nodes, "masked", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, t, d])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, t, d])],
+                          [numpy_helper.from_array(a, n) for a, n in ((wq, "wq"), (wv, "wv"), (mask, "mask"))])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_entropy_calibration_of_an_inf_tensor_falls_back_to_minmax_and_says_so() -> None:
+    pytest.importorskip("onnxruntime")
+    fp32 = _masked_attention()
+    rng = np.random.default_rng(1)
+    feeds = [{"x": rng.standard_normal((1, 8, 16)).astype(np.float32)} for _ in range(32)]
+    with pytest.warns(UserWarning, match="calibrated with minmax"):
+        q = quantize_qdq(fp32, CalibData(feeds, None, "test"), load_profile("generic-npu-int8"), method="entropy")
+    props = {p.key: p.value for p in q.metadata_props}
+    assert props["graphopt.calibration_method"].startswith("minmax")
+    assert any(n.op_type == "QuantizeLinear" for n in q.graph.node)
+    ref, got = run_onnx(fp32, feeds[:8]), run_onnx(q, feeds[:8])
+    a, b = np.concatenate(ref).ravel(), np.concatenate(got).ravel()
+    assert np.isfinite(b).all()
+    assert np.corrcoef(a, b)[0, 1] > 0.95
+
+
+def test_minmax_without_inf_records_the_requested_method() -> None:
+    pytest.importorskip("onnxruntime")
+    fp32 = _masked_attention()
+    fp32.graph.initializer[2].CopyFrom(numpy_helper.from_array(np.zeros((8, 8), np.float32), "mask"))
+    feeds = [{"x": np.random.default_rng(i).standard_normal((1, 8, 16)).astype(np.float32)} for i in range(16)]
+    q = quantize_qdq(fp32, CalibData(feeds, None, "test"), load_profile("generic-npu-int8"), method="entropy")
+    assert {p.key: p.value for p in q.metadata_props}["graphopt.calibration_method"] == "entropy"
