@@ -104,23 +104,32 @@ def session(model: onnx.ModelProto | str, threads: int = 1):
 
 
 def interleaved_latency(models: dict[str, onnx.ModelProto | str], feed: dict, runs: int, warmup: int = 5,
-                        burst: int = 5) -> dict:
-    """Per-variant latency that load on the shared machine cannot bias.
+                        burst: int = 5, sessions: int | None = None) -> dict:
+    """Per-variant latency that load on the shared machine, and the luck of one session, cannot bias.
 
     Each of ``runs`` rounds times every variant in turn (interleaved, so drift hits all alike); within a round a
     variant runs ``burst`` times back to back and the round keeps the fastest (timeit's rule: slower repeats
-    measure interference, not the graph). The figure is the median over rounds of these per-round minima;
-    the plain median of all single runs is reported beside it.
+    measure interference, not the graph). Rounds rotate over ``sessions`` independent onnxruntime sessions per
+    variant: measured on EfficientNet-B0, three sessions of one and the same model differed by up to 12% (2.55 vs
+    2.85 ms, memory placement decided at session creation), more than the graphs being compared, so one session
+    per variant ranked identical graphs apart. The figure is the median over all rounds of these per-round
+    minima; the plain median of all single runs is reported beside it. Default: 5 sessions per variant, 2 for
+    models over 100 MB (memory). The variant order is reversed every other round.
     """
-    sess = {k: session(m) for k, m in models.items()}
-    feeds = {k: {i.name: feed[i.name] for i in s.get_inputs() if i.name in feed} for k, s in sess.items()}
+    if sessions is None:
+        size = max(m.ByteSize() if isinstance(m, onnx.ModelProto) else Path(m).stat().st_size for m in models.values())
+        sessions = 5 if size < 100e6 else 2
+    sess = {k: [session(m) for _ in range(sessions)] for k, m in models.items()}
+    feeds = {k: {i.name: feed[i.name] for i in s[0].get_inputs() if i.name in feed} for k, s in sess.items()}
     for _ in range(warmup):
-        for k, s in sess.items():
-            s.run(None, feeds[k])
+        for k, ss in sess.items():
+            for s in ss:
+                s.run(None, feeds[k])
     best: dict[str, list[float]] = {k: [] for k in sess}
     every: dict[str, list[float]] = {k: [] for k in sess}
-    for _ in range(runs):
-        for k, s in sess.items():
+    for r in range(runs):
+        for k in (list(sess) if r % 2 == 0 else list(reversed(sess))):  # alternate who goes first
+            s = sess[k][r % sessions]
             ts = []
             for _ in range(burst):
                 t0 = time.perf_counter()
@@ -130,7 +139,7 @@ def interleaved_latency(models: dict[str, onnx.ModelProto | str], feed: dict, ru
             every[k].extend(ts)
     return {k: {"median_ms": statistics.median(best[k]), "p10_ms": float(np.percentile(every[k], 10)),
                 "p90_ms": float(np.percentile(every[k], 90)), "median_single_ms": statistics.median(every[k]),
-                "burst": burst} for k in sess}
+                "burst": burst, "sessions": sessions} for k in sess}
 
 
 def max_abs_err(ref: onnx.ModelProto | str, cand: onnx.ModelProto, feed: dict) -> float:
