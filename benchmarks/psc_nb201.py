@@ -15,7 +15,7 @@ Protocol (seeded, documented):
   2 at 512) whose graph score is the mean latent score of the members (members differ only in seed), each member
   scoring a graph over 16 splits instead of 32 (``--max-splits``; members and splits cut to fit the CPU budget
   of the shared 2-core machine: scoring 3,125 graphs costs more than training a member); each member starts from
-  an encoder pretrained (self-supervised, :func:`pretrain_state`, ``--pretrain-epochs`` 4) on the label-free
+  an encoder pretrained (self-supervised, :func:`pretrain_state`, ``--pretrain-epochs`` 6) on the label-free
   structure of all 15,625 graphs — no accuracy of any graph outside the 128 / 512 is read — and fine-tunes
   with MSE, 8 random splits per graph per epoch, 20 epochs at 128 / 12 at 512 (≈ 640 / 1,540 Adam
   steps; lr 5e-3 cosine). Epoch counts come from early-stopping runs on a validation split of the training
@@ -24,8 +24,9 @@ Protocol (seeded, documented):
   ensemble's share is visible. Previous recipe (one model, 2,000 steps, subset ``train_idx[:n]``): .688 / .801.
 
 Measured (``--only spearman`` and ``--only kendall --sizes 128`` / ``--sizes 512`` run in parallel on the busy
-shared machine). Effective graph, 4 pretraining epochs: Kendall τ 128: .793 ± .008 (members alone .787; FLAN
-.785), 512: .864 ± .007 (members alone .859; FLAN .877). With 2 pretraining epochs: .778 ± .015 / .861 ± .002.
+shared machine). Effective graph, 6 pretraining epochs: Kendall τ 128: .797 ± .011 (members alone .788; FLAN
+.785), 512: .869 ± .005 (members alone .865; FLAN .877). With 4 pretraining epochs: .793 ± .008 / .864 ± .007;
+with 2: .778 ± .015 / .861 ± .002.
 Effective graph, full data: Spearman PSC .9897, whole-graph .9912. Full lowered graph (``--raw-graph``, 2
 pretraining epochs): Spearman PSC .9879, whole-graph .9890; Kendall τ 128: .710 ± .008, 512: .815 ± .005. The
 JSON's ``features`` entry says which view each figure used.
@@ -98,7 +99,7 @@ def main() -> None:
     ap.add_argument("--whole-epochs", type=int, default=None, help="epochs of the whole-graph baseline")
     ap.add_argument("--test", type=int, default=None, help="held-out graphs")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--pretrain-epochs", type=int, default=4,
+    ap.add_argument("--pretrain-epochs", type=int, default=6,
                     help="self-supervised pretraining epochs before the Kendall part's fine-tuning")
     ap.add_argument("--raw-graph", action="store_true",
                     help="features of every lowered node (default: the data-dependent graph, dead x*0 paths removed)")

@@ -53,7 +53,8 @@ message passing. Reading only the data-dependent graph (dead paths removed, 156 
 average; equal computations give equal features, and the cells at 10 % collapse to one shared graph) gives,
 same recipe and subsets: τ .778 ± .015 at 128 (members alone .772) and .861 ± .002 at 512 (alone .855).
 On the effective graph longer pretraining pays again (on the full view it did not): 4 epochs give .793 ± .008
-at 128 and .864 ± .007 at 512 — FLAN's GIN, which reads the 8-node cell, reports .785 / .877. Old weight
+at 128 and .864 ± .007 at 512, 6 epochs .797 ± .011 and .869 ± .005 — FLAN's GIN, which reads the 8-node
+cell, reports .785 / .877. Old weight
 files have no ``effective`` entry and load with the full view they were trained on.
 ``val_fraction`` (early stopping; in an ensemble one fold per member) stays available, off by default.
 
