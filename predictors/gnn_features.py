@@ -41,7 +41,7 @@ from graphopt.ir.registry import all_ops
 __all__ = [
     "FEATURE_DIM", "KERNEL_BUCKETS", "EffectiveView", "NodeEmbedding",
     "effective_view", "PackedGraphs", "RawFeatures", "default_op_vocab",
-    "graph_to_data", "kernel_bucket", "node_resolution", "normalize_resolution", "raw_features",
+    "graph_to_data", "kernel_bucket", "node_resolution", "normalize_resolution", "raw_features", "view_features",
 ]
 
 FEATURE_DIM = 32
@@ -208,8 +208,6 @@ def effective_view(graph: Graph, order: Sequence[Node] | None = None) -> Effecti
     is left (every output constant, e.g. an NB201 cell whose output node only receives ``none``), the producer
     of the first output is kept alone, so such graphs still share one feature graph.
     """
-    from graphopt.passes.autogo.tokens import canonical_order
-
     nodes = list(order) if order is not None else canonical_nodes(graph)
     zero: set[int] = set()  # ids of computed values known to be all zeros
     const: set[int] = set()  # ids of computed constant values (graph constants are recognized by is_const)
@@ -254,12 +252,14 @@ def effective_view(graph: Graph, order: Sequence[Node] | None = None) -> Effecti
             source[id(nd)] = None
     for nd in live:
         source.pop(id(nd), None)
-    view.nodes = _live_canonical_order(graph, view, live, canonical_order)
+    view.nodes = _live_canonical_order(graph, view, live)
     return view
 
 
-def _live_canonical_order(graph: Graph, view: EffectiveView, live: list[Node], canonical_order) -> list[Node]:
+def _live_canonical_order(graph: Graph, view: EffectiveView, live: list[Node]) -> list[Node]:
     """Canonical order of the live subgraph, built as a graph of its own (structure only)."""
+    from graphopt.passes.autogo.tokens import canonical_order
+
     if len(live) == len(graph):
         return live
     sub = Graph(graph.name)
@@ -294,16 +294,15 @@ def raw_features(graph: Graph, vocab: Sequence[str] | None = None, order: Sequen
     if len(graph) == 0:
         raise ValueError(f"graph {graph.name!r} has no nodes; the PSC predictor needs at least one")
     nodes = list(order) if order is not None else canonical_nodes(graph)
-    index = _vocab_index(tuple(vocab if vocab is not None else default_op_vocab()))
     pos = {id(n): i for i, n in enumerate(nodes)}
     if len(pos) != len(graph):
         raise ValueError(f"order has {len(pos)} distinct nodes but graph {graph.name!r} has {len(graph)}")
-    if effective:
-        return _features_of(effective_view(graph, nodes), index, graph.name)
-    return _features_of(EffectiveView(nodes, {}), index, graph.name)
+    return view_features(effective_view(graph, nodes) if effective else EffectiveView(nodes, {}), vocab, graph.name)
 
 
-def _features_of(view: EffectiveView, index: dict[str, int], gname: str) -> RawFeatures:
+def view_features(view: EffectiveView, vocab: Sequence[str] | None = None, gname: str = "graph") -> RawFeatures:
+    """Features of the nodes of ``view``, in its order, with edges between their resolved producers."""
+    index = _vocab_index(tuple(vocab if vocab is not None else default_op_vocab()))
     nodes = view.nodes
     pos = {id(n): i for i, n in enumerate(nodes)}
     n = len(nodes)

@@ -88,6 +88,7 @@ from .gnn_features import (
     default_op_vocab,
     effective_view,
     raw_features,
+    view_features,
 )
 
 __all__ = ["GNNEncoder", "PSCConfig", "PSCEnsemble", "PSCNet", "PSCPredictor", "default_weights_path",
@@ -381,9 +382,9 @@ class PSCPredictor:
     def features(self, graph: Graph) -> tuple[RawFeatures, list]:
         """Features and the nodes they describe, in order (only the live ones with ``cfg.effective``)."""
         order = canonical_nodes(graph)
-        if self.cfg.effective:
+        if self.cfg.effective:  # one view for both: features and the node order that segments map onto
             view = effective_view(graph, order)
-            return raw_features(graph, self.cfg.vocab, order, effective=True), view.nodes
+            return view_features(view, self.cfg.vocab, graph.name), view.nodes
         return raw_features(graph, self.cfg.vocab, order), order
 
     @torch.no_grad()
