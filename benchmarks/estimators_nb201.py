@@ -80,6 +80,7 @@ import csv
 import io
 import json
 import math
+import multiprocessing
 import sys
 import time
 from pathlib import Path
@@ -196,6 +197,29 @@ def _carried_scores(args: argparse.Namespace, skip: list[str]) -> dict[str, dict
     return {p: carried[p] for p in skip if p in carried}
 
 
+_WORKER: dict = {}
+
+
+def _proxy_worker_init(x: torch.Tensor, y: torch.Tensor, seed: int, threads: int) -> None:
+    if threads:
+        torch.set_num_threads(threads)
+    _WORKER.update(x=x, y=y, seed=seed)
+
+
+def _proxy_row(task: tuple[str, int, list[str]]) -> dict:
+    """One arch's JSONL row: the proxies ``missing`` of NB201 arch ``arch`` (index ``idx``), stage times."""
+    arch, idx, missing = task
+    x, y, seed = _WORKER["x"], _WORKER["y"], _WORKER["seed"]
+    w, c = time.perf_counter(), time.process_time()
+    net = build_nb201(arch, seed=idx)
+    sec = {"build": time.perf_counter() - w}
+    res, stage = proxies.compute_proxies(net, (x, y), missing, seed=seed, return_times=True)
+    sec.update(stage)
+    return {"index": idx, "arch": arch, "batch": int(x.shape[0]), "seed": seed,
+            "scores": {p: (float(r.score) if math.isfinite(r.score) else None) for p, r in res.items()},
+            "sec": sec, "wall_s": time.perf_counter() - w, "cpu_s": time.process_time() - c}  # fmt: skip
+
+
 def run_proxies(args: argparse.Namespace) -> dict:
     rows = list(csv.DictReader(open(NAS / "nb201_test_acc_3datasets_vtao.csv")))
     acc_of = {r["ArchitectureString"]: float(r["CIFAR10TestAccuracy200Epochs"]) for r in rows}
@@ -221,40 +245,42 @@ def run_proxies(args: argparse.Namespace) -> dict:
     order = np.random.default_rng(args.seed + 1).permutation(len(archs))
     if args.proxy_no_compute:
         order = order[:0]
+    work = [(k, archs[j], int(pick[j]), [p for p in todo if p not in done.get(int(pick[j]), {}).get("scores", {})])
+            for k, j in enumerate(order)]  # fmt: skip
+    work = [w for w in work if w[3]]
+    jobs = max(1, min(args.proxy_jobs, len(work)))
+    pool = None
+    if jobs > 1:  # one single-threaded worker process per core (spawned: no forked OpenMP state)
+        ctx = multiprocessing.get_context("spawn")
+        pool = ctx.Pool(jobs, initializer=_proxy_worker_init, initargs=(x, y, args.seed, args.threads or 1))
+        rows = pool.imap(_proxy_row, [(a, i, m) for _, a, i, m in work])
+    else:
+        _proxy_worker_init(x, y, args.seed, 0)
+        rows = map(_proxy_row, [(a, i, m) for _, a, i, m in work])
     with open(jsonl, "a") as fh:
-        for k, j in enumerate(order):
-            arch, idx = archs[j], pick[j]
-            have = done.get(int(idx), {}).get("scores", {})
-            missing = [p for p in todo if p not in have]
-            if missing:
-                w, c = time.perf_counter(), time.process_time()
-                net = build_nb201(arch, seed=int(idx))
-                sec = {"build": time.perf_counter() - w}
-                res, stage = proxies.compute_proxies(net, (x, y), missing, seed=args.seed, return_times=True)
-                sec.update(stage)
-                row = {"index": int(idx), "arch": arch, "batch": args.batch, "seed": args.seed,
-                       "scores": {p: (float(r.score) if math.isfinite(r.score) else None) for p, r in res.items()},
-                       "sec": sec, "wall_s": time.perf_counter() - w, "cpu_s": time.process_time() - c}  # fmt: skip
-                fh.write(json.dumps(row) + "\n")
-                fh.flush()
-                m = done.setdefault(int(idx), {"arch": arch, "scores": {}, "sec": {}, "wall_s": 0.0, "cpu_s": 0.0})
-                m["scores"].update(row["scores"])
-                _merge_sec(m["sec"], sec)
-                m["wall_s"] += row["wall_s"]
-                m["cpu_s"] += row["cpu_s"]
-                n_new += 1
-                if n_new % 25 == 0:
-                    el = time.time() - t0
-                    left = sum(1 for i in pick[order[k + 1 :]] if any(p not in done.get(int(i), {}).get("scores", {})
-                                                                      for p in todo))  # fmt: skip
-                    fin = [i for i in pick if all(p in done.get(int(i), {}).get("scores", {}) for p in todo)]
-                    a_fin = np.array([acc_of[done[int(i)]["arch"]] for i in fin])
-                    rho = {p: rank_stats(np.array([np.nan if (v := done[int(i)]["scores"][p]) is None else v
-                                                   for i in fin], dtype=float), a_fin)[0]
-                           for p in ("synflow", "jacob_cov", "snip", "grad_norm") if p in todo}  # fmt: skip
-                    print(f"  {k + 1}/{len(archs)} archs ({n_new} computed now), {el:.0f} s elapsed, "
-                          f"ETA {el / n_new * left:.0f} s; interim rho on {len(fin)}: "
-                          + ", ".join(f"{p} {v:.3f}" for p, v in rho.items()), flush=True)
+        for (k, arch, idx, _missing), row in zip(work, rows, strict=True):
+            fh.write(json.dumps(row) + "\n")
+            fh.flush()
+            m = done.setdefault(int(idx), {"arch": arch, "scores": {}, "sec": {}, "wall_s": 0.0, "cpu_s": 0.0})
+            m["scores"].update(row["scores"])
+            _merge_sec(m["sec"], row["sec"])
+            m["wall_s"] += row["wall_s"]
+            m["cpu_s"] += row["cpu_s"]
+            n_new += 1
+            if n_new % 25 == 0:
+                el = time.time() - t0
+                left = len(work) - n_new
+                fin = [i for i in pick if all(p in done.get(int(i), {}).get("scores", {}) for p in todo)]
+                a_fin = np.array([acc_of[done[int(i)]["arch"]] for i in fin])
+                rho = {p: rank_stats(np.array([np.nan if (v := done[int(i)]["scores"][p]) is None else v
+                                               for i in fin], dtype=float), a_fin)[0]
+                       for p in ("synflow", "jacob_cov", "snip", "grad_norm") if p in todo}  # fmt: skip
+                print(f"  {k + 1}/{len(archs)} archs ({n_new} computed now), {el:.0f} s elapsed, "
+                      f"ETA {el / n_new * left:.0f} s; interim rho on {len(fin)}: "
+                      + ", ".join(f"{p} {v:.3f}" for p, v in rho.items()), flush=True)
+    if pool is not None:
+        pool.close()
+        pool.join()
     session_wall = time.time() - t0
     n_sample = len(archs)
     if args.proxy_no_compute:  # table of the archs finished so far (a uniform subsample, see `order`)
@@ -338,16 +364,20 @@ def run_proxies(args: argparse.Namespace) -> dict:
               f"{', '.join(p for p in proxies.SHARED if p in todo)}): median {stage_sec['shared_pass']['median']:.3f} "
               f"s/arch; model build median {stage_sec['build']['median']:.3f} s/arch")
     print(f"per arch, all of {', '.join(todo)}: median {np.median(arch_wall):.2f} s wall, "
-          f"{np.median(arch_cpu):.2f} s CPU (one thread, nice 19, shared machine)")
+          f"{np.median(arch_cpu):.2f} s CPU (one torch thread per worker)")
     print(f"whole sample: {arch_wall.sum():.0f} s wall = {arch_wall.sum() / 60:.1f} min (sum over archs, across "
           f"resumed runs), {arch_cpu.sum() / 60:.1f} CPU-min; this invocation {session_wall:.0f} s "
-          f"({n_new} archs computed at least in part, {len(archs) - n_new} fully re-used from {jsonl.name})")
+          f"({n_new} archs computed at least in part with {jobs} worker process(es), {len(archs) - n_new} fully "
+          f"re-used from {jsonl.name})")
     return {
         "n_archs": len(archs), "batch": args.batch, "seed": args.seed, "overlap_with_suite_zero": n_ov,
         "torch_threads": torch.get_num_threads(), "computed_proxies": todo, "skipped_proxies": skip,
         "wall_s": float(arch_wall.sum()), "cpu_s": float(arch_cpu.sum()),
-        "wall_s_note": "sum over archs of build + compute_proxies wall time (resumed runs included); one torch "
-                       "thread at nice 19 on a 2-core machine shared with other jobs, so wall > CPU",
+        "wall_s_note": "sum over archs of build + compute_proxies wall time in its worker (resumed runs "
+                       "included); one torch thread per worker",
+        "invocation": {"wall_s": session_wall, "archs_computed": n_new, "jobs": jobs,
+                       "proxies": todo, "note": "elapsed time of this invocation (the whole-sample wall time "
+                       "when it computed every arch)"},
         "median_wall_s_per_arch": float(np.median(arch_wall)), "median_cpu_s_per_arch": float(np.median(arch_cpu)),
         "stage_sec_per_arch": stage_sec, "jsonl": str(jsonl), "results": results,
         "archs": archs, "cifar10_test_acc": acc.tolist(),
@@ -668,6 +698,8 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     ap.add_argument("--proxy-skip", default="", help="proxies not computed in this run (comma list, e.g. grasp); "
                     "their row in the table comes from the earlier report's own sample when it has them")
+    ap.add_argument("--proxy-jobs", type=int, default=2,
+                    help="worker processes for the proxy part, one torch thread each (default 2 = the cores here)")
     ap.add_argument("--proxy-no-compute", action="store_true",
                     help="compute nothing: report on the archs of the sample already in the JSONL (e.g. while a run "
                     "is going; the report is marked partial)")

@@ -9,7 +9,8 @@ asked for; NASWOT's ReLU hooks and fisher's activation hooks attached to it) and
 1. the loss gradient w.r.t. the prunable weights only (``autograd.grad``, graph retained; fisher's hooks on)
    → grad_norm, snip, fisher, and grasp's ``g``;
 2. jacob_cov's input Jacobian ``∂(Σ f)/∂x`` (``autograd.grad`` w.r.t. the input only; fisher's hooks off);
-3. grasp's ``H g``: the create-graph gradient of the loss and the gradient of ``Σ stopgrad(g)·g`` (fisher off).
+3. grasp's ``H g``: the gradient of ``Σ stopgrad(g)·g`` (fisher off), where ``g`` is step 1's gradient, taken
+   with ``create_graph`` when grasp is asked for (one loss backward instead of GraSP's two; same values).
 
 Every number equals the single-proxy one up to float rounding (the test suite checks it on a real network):
 the train-mode forward of a fixed batch is deterministic and BatchNorm uses batch statistics, so one forward is
@@ -150,8 +151,13 @@ def _shared_pass(
             nwot.remove()
         loss = loss_fn(logits, targets) if needs_loss else None
         grads: tuple[torch.Tensor | None, ...] = ()
+        grad_f: tuple[torch.Tensor | None, ...] = ()
         if needs_loss:
-            grads = torch.autograd.grad(loss, weights, retain_graph=True, allow_unused=True)
+            # grasp needs the loss gradient as a differentiable function of the weights: taking the one shared
+            # backward with create_graph gives the same values and saves grasp a second loss backward
+            grad_f = torch.autograd.grad(loss, weights, retain_graph=True, create_graph="grasp" in names,
+                                         allow_unused=True)
+            grads = tuple(None if g is None else g.detach() for g in grad_f)
         if fisher is not None:
             fisher.enabled = False
         hook_s = (fisher.seconds if fisher else 0.0) + (nwot.seconds if nwot else 0.0)
@@ -177,7 +183,6 @@ def _shared_pass(
             times["jacob_cov"] = time.perf_counter() - t0
         if "grasp" in names:
             t0 = time.perf_counter()
-            grad_f = torch.autograd.grad(loss, weights, create_graph=True, allow_unused=True)
             z = gradient.grasp_z(grads, grad_f)
             hg: tuple[torch.Tensor | None, ...] = (None,) * len(weights)
             if z is not None and z.requires_grad:
