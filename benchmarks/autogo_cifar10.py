@@ -14,7 +14,10 @@ Protocol (documented so the figure can be reproduced):
 3. Target (issue): a candidate with >= 15% fewer FLOPs and <= 0.3 points lower accuracy, or >= 0.5 points
    higher accuracy at no more FLOPs. Paper (HiAML): -19.5% FLOPs, +0.43 points.
 
-Prints a table and writes ``benchmarks/results/autogo_cifar10.json``.
+Prints a table and writes ``benchmarks/results/autogo_cifar10.json`` (after each model, marked ``partial``
+until the end). The search's run directory and every finished training (one JSONL row per model/candidate/seed)
+are kept in ``benchmarks/.cache/autogo_cifar10/<model>-b<budget>-i<iterations>-n<train size>/``: a killed run,
+restarted with the same settings, resumes the search from its result store and skips finished trainings.
 """
 
 from __future__ import annotations
@@ -22,8 +25,8 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,6 +34,7 @@ import numpy as np
 import torch
 
 RESULTS = Path(__file__).parent / "results"
+CACHE = Path(__file__).parent / ".cache" / "autogo_cifar10"
 
 
 def reinit(graph, seed: int):
@@ -74,22 +78,48 @@ def run_model(name: str, args: argparse.Namespace) -> dict:
     g = from_torch(net, tuple(example_inputs(name, batch=2)), dynamic_batch=True)
     cfg = OptimizeConfig(data="cifar10", budget_seconds=args.budget, iterations=args.iterations, final_k=args.final_k,
                          final_epochs=1, train_size=args.train_size, seed=0)
+    # the search and every finished training are kept under benchmarks/.cache, keyed by the settings, so a
+    # killed run resumes where it stopped instead of losing hours of CPU
+    work = CACHE / f"{name}-b{args.budget:g}-i{args.iterations}-n{args.train_size or 'all'}"
     t0 = time.monotonic()
-    with tempfile.TemporaryDirectory() as tmp:
-        res = optimize(g, Path(tmp) / "out", cfg, run_dir=Path(tmp) / "run", log=lambda s: print("  " + s))
-        doc = json.loads((Path(tmp) / "out" / "pareto.json").read_text())
-        from graphopt.ir.serialize import load as load_graph
+    if (work / "out" / "pareto.json").exists() and (work / "summary.json").exists():
+        res = json.loads((work / "summary.json").read_text())
+        search_s = res["search_seconds"]
+        print(f"  search re-used from {work}")
+    else:
+        if (work / "out").exists():
+            shutil.rmtree(work / "out")
+        res = optimize(g, work / "out", cfg, run_dir=work / "run", log=lambda s: print("  " + s))
+        search_s = time.monotonic() - t0
+        (work / "summary.json").write_text(json.dumps({"summary": res["summary"], "search_seconds": search_s}))
+    doc = json.loads((work / "out" / "pareto.json").read_text())
+    from graphopt.ir.serialize import load as load_graph
 
-        graphs = {p.stem: load_graph(p) for p in (Path(tmp) / "run" / "graphs").glob("*.json")}
-    search_s = time.monotonic() - t0
+    graphs = {p.stem: load_graph(p) for p in (work / "run" / "graphs").glob("*.json")}
     seed_row = doc["seed"]
     cands = [r for r in sorted(doc["front"], key=lambda r: -r["score"])
              if r["hash"] != seed_row["hash"] and r["cost"] <= seed_row["cost"]][: args.final_k]
     splits = load_dataset("cifar10", seed=0, train_size=args.train_size)
+    trained: dict[str, float] = {}
+    if (work / "trainings.jsonl").exists():
+        for line in (work / "trainings.jsonl").read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                trained[r["key"]] = r["acc"]
     rows = []
     for label, row in [("original", seed_row)] + [(f"candidate{i + 1}", r) for i, r in enumerate(cands)]:
         graph = g if label == "original" else graphs[row["hash"]]
-        accs = [train_eval(graph, splits, args.epochs, s, args.threads) for s in range(args.seeds)]
+        accs = []
+        for s in range(args.seeds):
+            key = json.dumps([row["hash"], s, args.epochs, args.train_size])
+            if key not in trained:
+                t1 = time.monotonic()
+                acc = train_eval(graph, splits, args.epochs, s, args.threads)
+                trained[key] = acc
+                with open(work / "trainings.jsonl", "a") as fh:
+                    fh.write(json.dumps({"key": key, "acc": acc, "seconds": time.monotonic() - t1}) + "\n")
+                print(f"  {label} seed {s}: test {100 * acc:.2f} ({time.monotonic() - t1:.0f} s)", flush=True)
+            accs.append(trained[key])
         rows.append({"model": name, "which": label, "hash": row["hash"], "flops": row["cost"],
                      "flops_change_pct": 100 * (row["cost"] / seed_row["cost"] - 1),
                      "test_acc_mean": 100 * statistics.mean(accs),
@@ -101,7 +131,7 @@ def run_model(name: str, args: argparse.Namespace) -> dict:
     met = any((r["flops_change_pct"] <= -15 and r["test_acc_mean"] >= base - 0.3)
               or (r["flops_change_pct"] <= 0 and r["test_acc_mean"] >= base + 0.5) for r in rows[1:])
     return {"model": name, "rows": rows, "search_seconds": search_s, "candidates": res["summary"]["candidates scored"],
-            "target_met": met}
+            "target_met": met, "cache": str(work)}
 
 
 def main() -> None:
@@ -118,20 +148,27 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     results = []
+
+    def write(partial: bool) -> None:
+        doc = {"config": vars(args) | {"out": str(args.out)}, "results": results, "partial": partial,
+               "paper": {"hiaml_flops_change_pct": -19.5, "hiaml_acc_change_points": 0.43},
+               "machine": {"python": platform.python_version(), "torch": torch.__version__}}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc, indent=1))
+        tmp.replace(args.out)
+
     for name in args.models.split(","):
         print(f"== {name}")
         results.append(run_model(name, args))
+        write(partial=True)
     print(f"\n{'model':<14}{'which':<12}{'FLOPs':>12}{'ΔFLOPs':>9}{'test acc':>16}")
     for r in results:
         for row in r["rows"]:
             print(f"{row['model']:<14}{row['which']:<12}{row['flops']:>12.4g}{row['flops_change_pct']:>+8.1f}%"
                   f"{row['test_acc_mean']:>10.2f} ± {row['test_acc_std']:.2f}")
         print(f"{r['model']}: target met: {r['target_met']}   (paper HiAML: -19.5% FLOPs, +0.43 points)")
-    doc = {"config": vars(args) | {"out": str(args.out)}, "results": results,
-           "paper": {"hiaml_flops_change_pct": -19.5, "hiaml_acc_change_points": 0.43},
-           "machine": {"python": platform.python_version(), "torch": torch.__version__}}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=1))
+    write(partial=False)
     print(f"wrote {args.out}")
 
 
