@@ -92,6 +92,8 @@ def run_model(name: str, args: argparse.Namespace) -> dict:
         res = optimize(g, work / "out", cfg, run_dir=work / "run", log=lambda s: print("  " + s))
         search_s = time.monotonic() - t0
         (work / "summary.json").write_text(json.dumps({"summary": res["summary"], "search_seconds": search_s}))
+    if args.search_only:
+        return {"model": name, "rows": [], "search_seconds": search_s, "cache": str(work), "search_only": True}
     doc = json.loads((work / "out" / "pareto.json").read_text())
     from graphopt.ir.serialize import load as load_graph
 
@@ -144,6 +146,8 @@ def main() -> None:
     ap.add_argument("--final-k", type=int, default=2)
     ap.add_argument("--train-size", type=int, default=None)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--search-only", action="store_true",
+                    help="stop after the search (kept in the cache; a later run with the same settings trains)")
     ap.add_argument("--out", type=Path, default=RESULTS / "autogo_cifar10.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -167,6 +171,8 @@ def main() -> None:
         for row in r["rows"]:
             print(f"{row['model']:<14}{row['which']:<12}{row['flops']:>12.4g}{row['flops_change_pct']:>+8.1f}%"
                   f"{row['test_acc_mean']:>10.2f} ± {row['test_acc_std']:.2f}")
+        if r.get("search_only"):
+            continue
         print(f"{r['model']}: target met: {r['target_met']}   (paper HiAML: -19.5% FLOPs, +0.43 points)")
     write(partial=False)
     print(f"wrote {args.out}")

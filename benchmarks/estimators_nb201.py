@@ -4,13 +4,18 @@ For ``--n-archs`` architectures sampled uniformly (seeded) from the 15,625 NB201
 model zoo's NB201 network (C=16, N=5, fresh init, seed = NB201 index), compute every proxy of
 ``graphopt.predictors.proxies`` on one fixed CIFAR-10 training minibatch of ``--batch`` images (NB201
 normalisation) with :func:`~graphopt.predictors.proxies.compute_proxies`: grad_norm, snip, fisher, grasp,
-jacob_cov and nwot share one model copy, one train-mode forward and one loss gradient (jacob_cov and grasp add
-only their own backward passes), and params/flops/zen/synflow re-use that copy (reset from the model's state)
-instead of deep-copying the network again; the values are those of one ``proxies.compute`` call per proxy
+jacob_cov and nwot share one model copy, one train-mode forward and one loss gradient (taken with
+``create_graph`` when grasp is asked for, so GraSP's two loss backward passes become one; jacob_cov and grasp add
+only their own backward passes: the input Jacobian and the Hessian-gradient product), and
+params/flops/zen/synflow re-use that copy (reset from the model's state) instead of deep-copying the network
+again; the values are those of one ``proxies.compute`` call per proxy
 (bit-identical on the archs checked, and tested to float tolerance in tests/test_proxies.py), at about half the
 CPU time (measured on the same 4 archs, separate vs shared interleaved: 6.93 → 3.56 CPU-s per arch with all 10
 proxies, 4.19 → 1.90 without grasp; on a random 10 of the sample 5.6 CPU-s per arch with all 10, of which grasp
-2.6, the shared pass 1.0 and zen 0.9). Each arch's scores
+2.6, the shared pass 1.0 and zen 0.9; grasp re-using the shared backward then cut two warm archs from 4.0 / 8.1
+to 3.7 / 5.9 wall-s). Archs are computed by ``--proxy-jobs`` (default 2) spawned worker processes with one torch
+thread each: convolutions are ~77% of the profile, so the work is compute-bound and one process per core is
+the parallelism that pays. Each arch's scores
 and stage times are appended to ``benchmarks/results/estimators_nb201_proxies.jsonl`` (``--proxy-jsonl``) as
 soon as they are computed, and a restarted run re-uses the rows with the same batch and seed, so a long run
 can be killed and resumed, and a proxy skipped earlier can be added later. ``--proxy-skip grasp`` leaves
@@ -27,8 +32,8 @@ same batch and seed), marked ``*`` and stated in the JSON (``results.<p>.sample`
   overlap;
 * the median time per proxy per architecture: the work only that proxy needs on top of the shared pass
   (printed separately), the median wall and CPU time per arch for all computed proxies, and the total wall time
-  on the sample (sum over archs, across resumed runs). The runs use one torch thread at nice 19 on a 2-core
-  machine shared with other jobs, so wall time is several times the CPU time.
+  on the sample (sum over archs in their workers, across resumed runs) and the elapsed time of this invocation
+  (``invocation.wall_s``: the whole-sample wall time when one invocation computed every arch).
 
 Non-finite proxy values rank last (NASLib's −1e8 convention). Results and per-arch scores go to
 ``benchmarks/results/estimators_nb201.json``.
