@@ -16,8 +16,9 @@ Protocol (documented so the figure can be reproduced):
 
 Prints a table and writes ``benchmarks/results/autogo_cifar10.json`` (after each model, marked ``partial``
 until the end). The search's run directory and every finished training (one JSONL row per model/candidate/seed)
-are kept in ``benchmarks/.cache/autogo_cifar10/<model>-b<budget>-i<iterations>-n<train size>/``: a killed run,
-restarted with the same settings, resumes the search from its result store and skips finished trainings.
+are kept in ``benchmarks/.cache/autogo_cifar10/<model>-b<budget>-i<iter>-n<train size>-<inherit>-s<steps>/``:
+a killed run, restarted with the same settings, resumes the search from its result store and skips finished
+trainings.
 """
 
 from __future__ import annotations
@@ -77,10 +78,12 @@ def run_model(name: str, args: argparse.Namespace) -> dict:
     net = get(name, seed=0).eval()
     g = from_torch(net, tuple(example_inputs(name, batch=2)), dynamic_batch=True)
     cfg = OptimizeConfig(data="cifar10", budget_seconds=args.budget, iterations=args.iterations, final_k=args.final_k,
-                         final_epochs=1, train_size=args.train_size, seed=0)
+                         final_epochs=1, train_size=args.train_size, seed=0, inherit=args.inherit,
+                         score_steps=args.score_steps)
     # the search and every finished training are kept under benchmarks/.cache, keyed by the settings, so a
     # killed run resumes where it stopped instead of losing hours of CPU
-    work = CACHE / f"{name}-b{args.budget:g}-i{args.iterations}-n{args.train_size or 'all'}"
+    work = CACHE / (f"{name}-b{args.budget:g}-i{args.iterations}-n{args.train_size or 'all'}-{args.inherit}"
+                    f"-s{args.score_steps}")
     t0 = time.monotonic()
     if (work / "out" / "pareto.json").exists() and (work / "summary.json").exists():
         res = json.loads((work / "summary.json").read_text())
@@ -123,6 +126,7 @@ def run_model(name: str, args: argparse.Namespace) -> dict:
                 print(f"  {label} seed {s}: test {100 * acc:.2f} ({time.monotonic() - t1:.0f} s)", flush=True)
             accs.append(trained[key])
         rows.append({"model": name, "which": label, "hash": row["hash"], "flops": row["cost"],
+                     "search_score": row["score"],
                      "flops_change_pct": 100 * (row["cost"] / seed_row["cost"] - 1),
                      "test_acc_mean": 100 * statistics.mean(accs),
                      "test_acc_std": 100 * (statistics.stdev(accs) if len(accs) > 1 else 0.0),
@@ -145,6 +149,9 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--final-k", type=int, default=2)
     ap.add_argument("--train-size", type=int, default=None)
+    ap.add_argument("--inherit", choices=["seed", "trained"], default="seed",
+                    help="search ranker's weights: from the seed for every candidate, or from the trained parent")
+    ap.add_argument("--score-steps", type=int, default=40, help="SGD steps of the search's scoring fine-tune")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--search-only", action="store_true",
                     help="stop after the search (kept in the cache; a later run with the same settings trains)")

@@ -142,3 +142,33 @@ def test_sigkill_mid_search_then_resume_loses_nothing(model_file, tmp_path):
         assert after[h] == (metrics, n, finished)
     assert all(n == 1 for _, n, _ in after.values())
     assert (tmp_path / "out" / "best.onnx").is_file()
+
+
+@pytest.mark.parametrize("inherit", ["seed", "trained"])
+def test_short_train_inherit_mode_decides_whether_weights_are_written_back(inherit):
+    """inherit="seed" keeps the candidate's constants (every candidate starts from the same weights and gets the
+    same steps, so generations compare fairly); "trained" writes the fine-tuned weights back for children."""
+    from graphopt.eval.data import load_dataset
+    from graphopt.search.autogo import OptimizeConfig, Trainer
+
+    torch.manual_seed(0)
+    g = from_torch(SmallNet().eval(), (torch.randn(2, 3, 32, 32),), dynamic_batch=True)
+    before = {k: v.const.copy() for k, v in g.constants.items()}
+    cfg = OptimizeConfig(data="cifar10-demo", train_size=128, score_steps=3, inherit=inherit)
+    res = Trainer(load_dataset(cfg.data, seed=0, train_size=128), cfg).short_train(g)
+    assert 0.0 <= res["val_accuracy"] <= 1.0
+    changed = [k for k, a in before.items() if not np.array_equal(a, g.constants[k].const)]
+    if inherit == "seed":
+        assert changed == []
+    else:
+        assert "stem.0.weight" in changed and "head.weight" in changed
+
+
+def test_unknown_inherit_mode_is_refused_before_any_work(tmp_path):
+    from graphopt.errors import GraphoptError
+    from graphopt.search.autogo import OptimizeConfig, optimize
+
+    g = from_torch(SmallNet().eval(), (torch.randn(2, 3, 32, 32),), dynamic_batch=True)
+    with pytest.raises(GraphoptError, match="inherit='parent'"):
+        optimize(g, tmp_path / "out", OptimizeConfig(inherit="parent"), run_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists() and not (tmp_path / "out").exists()

@@ -35,6 +35,9 @@ def register(app: typer.Typer) -> None:
         cost_window: Annotated[float, typer.Option(help="Keep mutants with cost ≤ this × the original's.")] = 1.10,
         score_steps: Annotated[int, typer.Option(help="SGD steps of the short fine-tune that scores a "
                                                       "candidate.")] = 40,
+        inherit: Annotated[str, typer.Option(help="seed: every candidate is fine-tuned from the original's "
+                                                  "weights (comparable scores); trained: children continue from "
+                                                  "their parent's fine-tuned weights.")] = "seed",
         final_k: Annotated[int, typer.Option(help="Pareto candidates retrained at the end.")] = 3,
         final_epochs: Annotated[int, typer.Option(help="Epochs of the identical final recipe.")] = 2,
         train_size: Annotated[int | None, typer.Option(help="Use only this many training images.")] = None,
@@ -65,7 +68,7 @@ def register(app: typer.Typer) -> None:
         run_dir = _run_dir(resume)
         cfg = OptimizeConfig(data=data, objective=parts[1], ranker=ranker, budget_seconds=parse_budget(budget),
                              iterations=iterations, parents_per_iter=parents, mutants_per_parent=mutants,
-                             cost_window=(0.0, cost_window), score_steps=score_steps, final_k=final_k,
+                             cost_window=(0.0, cost_window), score_steps=score_steps, inherit=inherit, final_k=final_k,
                              final_epochs=final_epochs, train_size=train_size, seed=seed,
                              segments_db=str(segments) if segments else None, target=target)
         if resume:
@@ -73,6 +76,7 @@ def register(app: typer.Typer) -> None:
             if cfg_file.exists():
                 saved = json.loads(cfg_file.read_text())
                 saved["cost_window"] = tuple(saved["cost_window"])
+                saved.setdefault("inherit", "trained")  # runs saved before the option existed wrote weights back
                 cfg = OptimizeConfig(**saved)  # the run's own settings win, so resumed work stays comparable
         else:
             run_dir = Path("graphopt-runs") / new_run_id()

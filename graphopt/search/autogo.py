@@ -4,8 +4,12 @@ Protocol (documented so results are reproducible):
 1. The input graph is the seed. Candidates are scored by the chosen ranker:
    ``train`` (default): the candidate's emitted PyTorch module inherits its parent's weights (names and shapes
    that still match; mutation carries them), is fine-tuned for ``score_steps`` SGD steps on the training split
-   and scored by validation accuracy; the trained weights are written back into the candidate graph, so its
-   children inherit them (AutoGO trains Pareto architectures for real; with a CPU budget we interleave it).
+   and scored by validation accuracy. With ``inherit="seed"`` (default) the fine-tuned weights are thrown
+   away, so every candidate starts from the seed's weights (plus fresh ones for replaced segments) and gets
+   the same number of steps: scores of different generations are comparable. With ``inherit="trained"``
+   they are written back and children continue from them (cheaper per step of progress, but a generation-k
+   candidate has k times the training of the seed, so deep descendants dominate the front whatever their
+   architecture: measured on ResNet-20, every one of 48 mutants outscored the seed, .30-.39 vs .25).
    ``tse``: the same short training, scored by −TSE-E (sum of the last epoch's training losses; lower loss
    ranks higher), as an early-stopping ranker.
    ``psc``: the PSC predictor's score (no training during the search).
@@ -45,6 +49,7 @@ class OptimizeConfig:
     mutants_per_parent: int = 2
     cost_window: tuple[float, float] = (0.0, 1.10)
     score_steps: int = 40
+    inherit: str = "seed"  # seed | trained: what a candidate's weights start from (see the module docstring)
     batch_size: int = 64
     lr: float = 0.02
     train_size: int | None = None
@@ -142,7 +147,8 @@ class Trainer:
         if res.status != "ok":
             raise RuntimeError(f"training failed: {res.reason}")
         val = evaluate(m, self.splits.val, batch_size=256)
-        _write_back(graph, m)
+        if self.cfg.inherit == "trained":
+            _write_back(graph, m)
         losses = res.step_losses
         tail = losses[-max(1, len(losses) // 4):]
         acc = float(val.get("accuracy", 0.0))
@@ -200,6 +206,10 @@ def optimize(
     from ..eval.data import load_dataset
     from ..eval.store import ResultStore
 
+    if cfg.inherit not in ("seed", "trained"):
+        from ..errors import GraphoptError
+
+        raise GraphoptError(f"inherit={cfg.inherit!r}: choose 'seed' (equal training per candidate) or 'trained'")
     out_dir, run_dir = Path(out_dir), Path(run_dir)
     splits = load_dataset(cfg.data, seed=cfg.seed, train_size=cfg.train_size)
     _check_model_matches_data(graph, splits)
