@@ -370,8 +370,8 @@ def run_proxies(args: argparse.Namespace) -> dict:
               f"s/arch; model build median {stage_sec['build']['median']:.3f} s/arch")
     print(f"per arch, all of {', '.join(todo)}: median {np.median(arch_wall):.2f} s wall, "
           f"{np.median(arch_cpu):.2f} s CPU (one torch thread per worker)")
-    print(f"whole sample: {arch_wall.sum():.0f} s wall = {arch_wall.sum() / 60:.1f} min (sum over archs, across "
-          f"resumed runs), {arch_cpu.sum() / 60:.1f} CPU-min; this invocation {session_wall:.0f} s "
+    print(f"whole sample: {arch_wall.sum() / 60:.1f} worker-min (per-arch wall times summed over all workers and "
+          f"resumed runs), {arch_cpu.sum() / 60:.1f} CPU-min; elapsed for this invocation {session_wall:.0f} s "
           f"({n_new} archs computed at least in part with {jobs} worker process(es), {len(archs) - n_new} fully "
           f"re-used from {jsonl.name})")
     return {
