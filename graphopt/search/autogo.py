@@ -59,6 +59,14 @@ class OptimizeConfig:
     segments_db: str | None = None
     target: str | None = None  # NPU profile for objective "npu" (analytic latency, graphopt.npu.latency)
 
+    def __post_init__(self) -> None:
+        # checked here, not in optimize(): the CLI writes the run's config.json before the search starts
+        if self.inherit not in ("seed", "trained"):
+            from ..errors import GraphoptError
+
+            raise GraphoptError(f"inherit={self.inherit!r}: choose 'seed' (equal training per candidate) or "
+                                f"'trained'")
+
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -206,10 +214,6 @@ def optimize(
     from ..eval.data import load_dataset
     from ..eval.store import ResultStore
 
-    if cfg.inherit not in ("seed", "trained"):
-        from ..errors import GraphoptError
-
-        raise GraphoptError(f"inherit={cfg.inherit!r}: choose 'seed' (equal training per candidate) or 'trained'")
     out_dir, run_dir = Path(out_dir), Path(run_dir)
     splits = load_dataset(cfg.data, seed=cfg.seed, train_size=cfg.train_size)
     _check_model_matches_data(graph, splits)
