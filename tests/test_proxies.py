@@ -194,7 +194,7 @@ def test_compute_proxies_shared_passes_equal_separate_calls(arch: str) -> None:
     batch = (torch.randn(10, 3, 16, 16, generator=g), torch.randint(0, 10, (10,), generator=g))
     before = {k: v.clone() for k, v in net.state_dict().items()}
     rng_before = torch.get_rng_state()
-    shared, times = proxies.compute_proxies(net, batch, seed=4, return_times=True)
+    shared, times = proxies.compute_proxies(net, batch, seed=4, return_times=True, channels_last=False)
     assert list(shared) == proxies.names()
     assert set(proxies.SHARED) <= set(times) and "shared_pass" in times
     for name in proxies.names():
@@ -210,6 +210,27 @@ def test_compute_proxies_shared_passes_equal_separate_calls(arch: str) -> None:
     sub = proxies.compute_proxies(net, batch, ["jacob_cov", "fisher", "grasp"], seed=4)
     assert list(sub) == ["jacob_cov", "fisher", "grasp"]
     assert sub["fisher"].score == pytest.approx(shared["fisher"].score, rel=1e-6)
+
+
+@pytest.mark.parametrize("with_grasp", [True, False])
+def test_compute_proxies_channels_last_changes_only_rounding(with_grasp: bool) -> None:
+    """The NHWC copy (default for 4-D CPU batches) gives the NCHW values up to float rounding, zen's random
+    Gaussian weights included (they are drawn in logical order, not memory order), and leaves the caller's
+    layout alone."""
+    nb201 = pytest.importorskip("graphopt.models.nb201")
+    torch.manual_seed(0)
+    net = nb201.NB201Net("|nor_conv_3x3~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|none~2|",
+                         C=8, N=1, num_classes=10)
+    g = torch.Generator().manual_seed(3)
+    batch = (torch.randn(12, 3, 16, 16, generator=g), torch.randint(0, 10, (12,), generator=g))
+    names = [n for n in proxies.names() if with_grasp or n != "grasp"]
+    nchw = proxies.compute_proxies(net, batch, names, seed=2, channels_last=False)
+    nhwc = proxies.compute_proxies(net, batch, names, seed=2, channels_last=True)
+    for name in names:
+        assert nhwc[name].score == pytest.approx(nchw[name].score, rel=1e-4), name
+        for key, v in nchw[name].per_layer.items():
+            assert nhwc[name].per_layer[key] == pytest.approx(v, rel=1e-3, abs=1e-9), (name, key)
+    assert all(p.is_contiguous() for p in net.parameters())  # the caller's model keeps its layout
 
 
 def test_compute_proxies_options_fall_back_to_separate_call() -> None:
@@ -239,6 +260,27 @@ def test_compute_proxies_model_with_non_persistent_buffer_uses_separate_copies()
     net = Scaled()
     assert "calls" not in net.state_dict()
     batch = cnn_batch()
-    got = proxies.compute_proxies(net, batch, ["zen", "synflow", "snip", "params"], seed=1)
+    got = proxies.compute_proxies(net, batch, ["zen", "synflow", "snip", "params"], seed=1, channels_last=False)
     for name, res in got.items():
         assert res.score == pytest.approx(proxies.compute(name, net, batch, seed=1).score, rel=1e-9), name
+
+
+def test_compute_proxies_falls_back_to_nchw_for_a_model_that_cannot_take_channels_last() -> None:
+    """``x.view(n, -1)`` on an NHWC activation raises; the automatic layout choice then recomputes in NCHW."""
+
+    class ViewNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.bn, self.fc = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Linear(4 * 6 * 6, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = torch.relu(self.bn(self.conv(x)))
+            return self.fc(h.view(h.shape[0], -1))
+
+    torch.manual_seed(0)
+    net, batch = ViewNet(), cnn_batch()
+    with pytest.raises(RuntimeError, match="view"):
+        proxies.compute_proxies(net, batch, ["snip", "zen"], channels_last=True)
+    got = proxies.compute_proxies(net, batch, ["snip", "zen"])
+    want = proxies.compute_proxies(net, batch, ["snip", "zen"], channels_last=False)
+    assert {k: r.score for k, r in got.items()} == {k: r.score for k, r in want.items()}

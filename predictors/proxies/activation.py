@@ -62,7 +62,10 @@ class NwotHooks:
     def _hook_for(self, name: str):
         def hook(_m: nn.Module, inp: tuple[torch.Tensor, ...], _out: Any) -> None:
             t0 = time.perf_counter()
-            c = (inp[0].detach().reshape(inp[0].shape[0], -1) > 0).float()
+            a = inp[0].detach()
+            if a.dim() == 4 and a.is_contiguous(memory_format=torch.channels_last):
+                a = a.permute(0, 2, 3, 1)  # a free view; the feature order does not change c cᵀ
+            c = (a.reshape(a.shape[0], -1) > 0).float()
             # c cᵀ + (1−c)(1−c)ᵀ = D − r_i − r_j + 2 c cᵀ (one matmul; integer-exact in float32 below 2^24)
             r = c.sum(1, keepdim=True)
             cc = (c @ c.t()).double()
@@ -118,7 +121,9 @@ def _gaussian_init(net: nn.Module) -> None:
     with torch.no_grad():
         for m in net.modules():
             if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
-                nn.init.normal_(m.weight)
+                # drawn in the logical (contiguous) order and copied, so a channels_last weight gets the same
+                # values as a contiguous one (normal_ fills in memory order)
+                m.weight.copy_(torch.empty(m.weight.shape, dtype=m.weight.dtype, device=m.weight.device).normal_())
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
             elif isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)) and m.weight is not None:
