@@ -13,7 +13,14 @@ again; the values are those of one ``proxies.compute`` call per proxy
 CPU time (measured on the same 4 archs, separate vs shared interleaved: 6.93 → 3.56 CPU-s per arch with all 10
 proxies, 4.19 → 1.90 without grasp; on a random 10 of the sample 5.6 CPU-s per arch with all 10, of which grasp
 2.6, the shared pass 1.0 and zen 0.9; grasp re-using the shared backward then cut two warm archs from 4.0 / 8.1
-to 3.7 / 5.9 wall-s). Archs are computed by ``--proxy-jobs`` (default 2) spawned worker processes with one torch
+to 3.7 / 5.9 wall-s). The private copy then runs in channels_last (NHWC) memory format, which oneDNN's CPU
+convolutions prefer: 1.86 -> 1.09 s/arch without grasp on 12 archs, one thread; a shared pass that includes
+grasp stays NCHW (its double backward is ~1.5x slower in NHWC) and only zen/synflow/params/flops switch, 3.13 ->
+2.96 s/arch. Rejected for grasp, measured on 40 archs: a finite-difference Hessian-vector product (one extra
+forward/backward instead of the double backward) ranks archs at rho -0.36..0.46 against the exact value for
+any step 1e-2..1e-5 (train-mode BatchNorm and ReLU kinks make the gradient far from smooth at float32), and
+forward-over-reverse ``torch.func.jvp`` is 2x slower than the double backward. Archs are computed by
+``--proxy-jobs`` (default 2) spawned worker processes with one torch
 thread each: convolutions are ~77% of the profile, so the work is compute-bound and one process per core is
 the parallelism that pays. Each arch's scores
 and stage times are appended to ``benchmarks/results/estimators_nb201_proxies.jsonl`` (``--proxy-jsonl``) as
@@ -30,6 +37,9 @@ same batch and seed), marked ``*`` and stated in the JSON (``results.<p>.sample`
 * the cross-check ρ between our value and NAS-Bench-Suite-Zero's value of the same proxy on the sampled archs
   that appear in ``zccombine_nb201_zc_proxies.csv`` (9,445 nets), and both proxies' ρ with accuracy on that
   overlap;
+* with ``--reinit-check N``, the seed-to-seed agreement ρ(ours, ours with another init and minibatch) on N of
+  the sampled archs (:func:`run_reinit_check`): the ceiling for the cross-check, since Suite-Zero's scores come
+  from an independent init and minibatch too;
 * the median time per proxy per architecture: the work only that proxy needs on top of the shared pass
   (printed separately), the median wall and CPU time per arch for all computed proxies, and the total wall time
   on the sample (sum over archs in their workers, across resumed runs) and the elapsed time of this invocation
@@ -205,18 +215,25 @@ def _carried_scores(args: argparse.Namespace, skip: list[str]) -> dict[str, dict
 _WORKER: dict = {}
 
 
+#: the re-initialisation check builds arch ``idx`` with init seed ``idx + REINIT_OFFSET`` and scores it on the
+#: minibatch of seed ``--seed + 1`` (see :func:`run_reinit_check`)
+REINIT_OFFSET = 1_000_003
+
+
 def _proxy_worker_init(x: torch.Tensor, y: torch.Tensor, seed: int, threads: int) -> None:
     if threads:
         torch.set_num_threads(threads)
     _WORKER.update(x=x, y=y, seed=seed)
 
 
-def _proxy_row(task: tuple[str, int, list[str]]) -> dict:
-    """One arch's JSONL row: the proxies ``missing`` of NB201 arch ``arch`` (index ``idx``), stage times."""
-    arch, idx, missing = task
+def _proxy_row(task: tuple[str, int, list[str]] | tuple[str, int, list[str], int]) -> dict:
+    """One arch's JSONL row: the proxies ``missing`` of NB201 arch ``arch`` (index ``idx``, built with init seed
+    ``idx + offset``; offset 0 unless given), stage times."""
+    arch, idx, missing = task[:3]
+    offset = task[3] if len(task) > 3 else 0
     x, y, seed = _WORKER["x"], _WORKER["y"], _WORKER["seed"]
     w, c = time.perf_counter(), time.process_time()
-    net = build_nb201(arch, seed=idx)
+    net = build_nb201(arch, seed=idx + offset)
     sec = {"build": time.perf_counter() - w}
     res, stage = proxies.compute_proxies(net, (x, y), missing, seed=seed, return_times=True)
     sec.update(stage)
@@ -389,6 +406,70 @@ def run_proxies(args: argparse.Namespace) -> dict:
         "scores": {p: [None if not math.isfinite(v) else float(v) for v in scores[p]] for p in PROXIES},
         "carried": carried, "partial": len(archs) < n_sample, "sample_size_requested": n_sample,
     }  # fmt: skip
+
+
+def run_reinit_check(args: argparse.Namespace, report: dict) -> dict:
+    """Seed-to-seed agreement of each proxy: the ceiling for the cross-check against NAS-Bench-Suite-Zero.
+
+    The first ``--reinit-check`` archs of the sample (in its seeded random order, so a uniform subsample) are
+    scored again with an independent weight init (seed ``idx + REINIT_OFFSET``) *and* an independent CIFAR-10
+    minibatch (seed ``--seed + 1``): what differs between our run and Suite-Zero's besides the implementation.
+    ρ(ours, ours re-drawn) bounds how well any independent run, Suite-Zero's included, can agree with ours;
+    ρ(re-drawn, Suite-Zero) on the overlap is printed beside it. Rows go to ``<out stem>_reinit.jsonl`` and are
+    re-used on restart.
+    """
+    archs = report["archs"]
+    rows = list(csv.DictReader(open(NAS / "nb201_test_acc_3datasets_vtao.csv")))
+    index_of = {r["ArchitectureString"]: i for i, r in enumerate(rows)}
+    pick = [index_of[a] for a in archs]
+    order = np.random.default_rng(args.seed + 1).permutation(len(archs))[: args.reinit_check]
+    sub = [(archs[j], pick[j]) for j in sorted(order)]
+    todo = list(report["computed_proxies"])
+    x, y = load_batch(args.batch, args.seed + 1)
+    jsonl = args.out.with_name(args.out.stem + "_reinit.jsonl")
+    done = _load_proxy_rows(jsonl, args.batch, args.seed + 1)
+    work = [(a, i, [p for p in todo if p not in done.get(i, {}).get("scores", {})], REINIT_OFFSET) for a, i in sub]
+    work = [w for w in work if w[2]]
+    print(f"\nre-initialisation check: {len(sub)} archs, init seed idx+{REINIT_OFFSET}, minibatch seed "
+          f"{args.seed + 1} ({len(sub) - len(work)} already in {jsonl.name})", flush=True)
+    t0 = time.time()
+    if work:
+        jobs = max(1, min(args.proxy_jobs, len(work)))
+        ctx = multiprocessing.get_context("spawn")
+        init = (x, y, args.seed + 1, args.threads or 1)
+        with ctx.Pool(jobs, initializer=_proxy_worker_init, initargs=init) as pool, open(jsonl, "a") as fh:
+            for n, row in enumerate(pool.imap(_proxy_row, work), 1):
+                fh.write(json.dumps(row) + "\n")
+                fh.flush()
+                m = done.setdefault(row["index"], {"arch": row["arch"], "scores": {}})
+                m["scores"].update(row["scores"])
+                if n % 25 == 0:
+                    print(f"  {n}/{len(work)} re-drawn, {time.time() - t0:.0f} s", flush=True)
+    zc = {r["net_str"]: r for r in csv.DictReader(open(NAS / "zccombine_nb201_zc_proxies.csv"))}
+    pos = {a: j for j, a in enumerate(archs)}
+    out: dict[str, dict] = {}
+    print(f"{'proxy':10s} {'n':>5s} {'rho(ours, re-drawn)':>20s} | {'n@ov':>5s} {'rho(re-drawn, NBSZ)':>20s} "
+          f"{'rho(ours, NBSZ)':>16s}")
+    for p in todo:
+        a_sub = [a for a, i in sub if done.get(i, {}).get("scores", {}).get(p) is not None]
+        i_sub = [i for a, i in sub if done.get(i, {}).get("scores", {}).get(p) is not None]
+        ours = np.array([np.nan if (v := report["scores"][p][pos[a]]) is None else v for a in a_sub], dtype=float)
+        again = np.array([done[i]["scores"][p] for i in i_sub], dtype=float)
+        fin = lambda v: np.where(np.isfinite(v), v, -1e8)  # noqa: E731
+        e = {"n": len(a_sub), "spearman_ours_vs_redrawn": float(stats.spearmanr(fin(ours), fin(again)).statistic)}
+        ov = np.array([a in zc for a in a_sub])
+        if ov.sum() >= 3:
+            ref = np.array([float(zc[a][ZC_COLUMN.get(p, p)]) for a in np.array(a_sub)[ov]])
+            e["n_overlap"] = int(ov.sum())
+            e["spearman_redrawn_vs_suite_zero"] = float(stats.spearmanr(fin(again[ov]), ref).statistic)
+            e["spearman_ours_vs_suite_zero"] = float(stats.spearmanr(fin(ours[ov]), ref).statistic)
+        out[p] = e
+        print(f"{p:10s} {e['n']:5d} {e['spearman_ours_vs_redrawn']:20.3f} | {e.get('n_overlap', 0):5d} "
+              f"{fmt(e.get('spearman_redrawn_vs_suite_zero')):>20s} {fmt(e.get('spearman_ours_vs_suite_zero')):>16s}")
+    return {"n_archs": len(sub), "init_seed": f"NB201 index + {REINIT_OFFSET}", "batch_seed": args.seed + 1,
+            "wall_s": time.time() - t0, "jsonl": str(jsonl), "results": out,
+            "note": "rho(ours, re-drawn) is the agreement of two independent runs of our own code (other init, "
+                    "other minibatch): the ceiling for the cross-check against Suite-Zero's independently run scores"}
 
 
 def run_ponas(runs: int, jobs: int = 1, metric_set: str = "paper", norm: str = "minmax", prior: float = 0.0,
@@ -711,6 +792,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--proxy-jsonl", type=Path, default=None,
                     help="per-arch proxy rows, appended as computed and re-used on restart "
                     "(default: <out stem>_proxies.jsonl beside --out)")
+    ap.add_argument("--reinit-check", type=int, default=0,
+                    help="re-score the first N archs of the sample with another init and minibatch: the seed-to-seed "
+                    "rho that bounds the cross-check against Suite-Zero")
     ap.add_argument("--ponas-runs", type=int, default=0, help="also run the PO-NAS NB201 search K times")
     ap.add_argument("--ponas-jobs", type=int, default=1, help="PO-NAS: seeds run in this many forked workers")
     ap.add_argument("--ponas-metrics", choices=("paper", "all"), default="paper", help="PO-NAS metric set")
@@ -732,7 +816,10 @@ def main(argv: list[str] | None = None) -> int:
     # each section is merged into the existing report as soon as it is done (so the proxy table, the PO-NAS
     # runs, TSE and TF-MAS can be produced by separate invocations, e.g. ``--n-archs 0 --ponas-runs 3``)
     if args.n_archs > 0:
-        _merge_write(args.out, "proxies", run_proxies(args))
+        report = run_proxies(args)
+        if args.reinit_check:
+            report["reinit_check"] = run_reinit_check(args, report)
+        _merge_write(args.out, "proxies", report)
     if args.ponas_runs:
         _merge_write(args.out, "ponas", run_ponas(args.ponas_runs, args.ponas_jobs, args.ponas_metrics,
                                                   args.ponas_norm, args.ponas_prior, args.ponas_ensemble))
