@@ -68,6 +68,7 @@ from graphopt.ir.registry import get_op
 from graphopt.pass_api import graph_pass
 
 from .core import ProxyResult, compute, names, spec
+from .shared import compute_proxies
 
 __all__ = [
     "DEFAULT_DATA",
@@ -630,6 +631,13 @@ def score_graph(
             raise ProxyInputError(f"proxy 'jacob_cov' differentiates the output with respect to the input, which "
                                   f"needs float inputs; the inputs are {batch.inputs.dtype} ({batch.source})")
     net = net if net is not None else GraphProxyNet(graph)
+    if len(proxy_names) > 1:
+        # one model copy, one forward and one loss backward shared by the proxies (see .shared); on an error
+        # the proxies are re-run one by one below, so the message names the proxy that failed
+        try:
+            return compute_proxies(net, batch.as_batch(), list(proxy_names), loss_fn=loss_fn, seed=seed)
+        except (RuntimeError, ValueError, TypeError, IndexError):
+            pass
     out: dict[str, ProxyResult] = {}
     for p in proxy_names:
         try:
