@@ -172,3 +172,38 @@ def test_unknown_inherit_mode_is_refused_before_any_work(tmp_path):
     with pytest.raises(GraphoptError, match="inherit='parent'"):
         optimize(g, tmp_path / "out", OptimizeConfig(inherit="parent"), run_dir=tmp_path / "run")
     assert not (tmp_path / "run").exists() and not (tmp_path / "out").exists()
+
+
+def test_proxy_ranker_scores_candidates_without_training(model_file, tmp_path):
+    """--ranker proxy:nwot: every candidate's score is its NASWOT value on one fixed minibatch of the data (the
+    seed's equals the proxy computed directly on the graph's module view), and the search still writes its outputs."""
+    from graphopt.predictors import proxies
+    from graphopt.predictors.proxies.passes import GraphProxyNet, proxy_batch
+
+    from graphopt.frontends.onnx import load_onnx
+
+    out = tmp_path / "out"
+    r = _run([str(model_file), "-o", str(out), "--budget", "30s", "--iterations", "2", "--ranker", "proxy:nwot",
+              *SMALL], tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    doc = json.loads((out / "pareto.json").read_text())
+    (run,) = list((tmp_path / "graphopt-runs").iterdir())
+    rows = _done_rows(run / "runs.sqlite")
+    assert len(rows) >= 2  # the seed and at least one mutant were scored
+    metrics = [json.loads(m) for m, _, _ in rows.values()]
+    assert all("proxy_nwot" in m and m["score"] == m["proxy_nwot"] for m in metrics)
+    g = load_onnx(model_file)
+    batch = proxy_batch(g, "cifar10-demo", 64, 0)
+    want = proxies.compute("nwot", GraphProxyNet(g), batch.as_batch(), seed=0).score
+    assert doc["seed"]["score"] == pytest.approx(want, rel=1e-5)
+
+
+def test_unknown_ranker_or_proxy_is_refused_with_the_choices():
+    from graphopt.errors import GraphoptError
+    from graphopt.search.autogo import OptimizeConfig
+
+    with pytest.raises(GraphoptError, match="unknown proxy 'synflo'.*synflow"):
+        OptimizeConfig(ranker="proxy:synflo")
+    with pytest.raises(GraphoptError, match="proxy:<name>"):
+        OptimizeConfig(ranker="zero-cost")
+    assert OptimizeConfig(ranker="proxy:synflow").ranker == "proxy:synflow"

@@ -28,7 +28,8 @@ def register(app: typer.Typer) -> None:
                                                         "edgetpu-like or a .toml); implies accuracy,npu.")] = None,
         budget: Annotated[str, typer.Option(help="Wall-clock budget for the search, e.g. 90s, 20m, 2h.")] = "5m",
         ranker: Annotated[str, typer.Option(help="train (short fine-tune, val accuracy), tse (training-speed "
-                                                 "estimate) or psc (PSC predictor, no training).")] = "train",
+                                                 "estimate), psc (PSC predictor, no training) or proxy:NAME "
+                                                 "(a zero-cost proxy, e.g. proxy:nwot; no training).")] = "train",
         iterations: Annotated[int, typer.Option(help="Evolution iterations.")] = 5,
         parents: Annotated[int, typer.Option(help="Parents per iteration (grid-sampled from the front).")] = 4,
         mutants: Annotated[int, typer.Option(help="Mutants per parent.")] = 2,
