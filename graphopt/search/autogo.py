@@ -96,16 +96,18 @@ def check_ranker(ranker: str) -> None:
 
 def _proxy_scorer(graph: Graph, cfg: OptimizeConfig) -> Callable[[Graph, Any], dict[str, Any]]:
     """Score = one zero-cost proxy on a fixed minibatch of the search's data (see the module docstring)."""
-    from graphopt.predictors.proxies import finite_or
+    from graphopt.predictors.proxies import finite_or, spec
     from graphopt.predictors.proxies.passes import proxy_batch, score_graph
 
     name = cfg.ranker.split(":", 1)[1]
+    sign = 1.0 if spec(name).higher_is_better else -1.0
     batch = proxy_batch(graph, cfg.data, cfg.batch_size, cfg.seed)
 
     def score(g: Graph, _parent: Any) -> dict[str, Any]:
         t0 = time.monotonic()
-        value = finite_or(score_graph(g, [name], batch, seed=cfg.seed)[name].score)
-        return {"score": value, f"proxy_{name}": value, "proxy_seconds": time.monotonic() - t0}
+        value = score_graph(g, [name], batch, seed=cfg.seed)[name].score
+        return {"score": finite_or(sign * value), f"proxy_{name}": float(value) if np.isfinite(value) else None,
+                "proxy_seconds": time.monotonic() - t0}
 
     return score
 
