@@ -19,7 +19,11 @@ Recorded figure (``benchmarks/results/autogo_cifar10.json``), a reduced recipe t
 --inherit seed --score-steps 40`` (15 min search + 18 trainings of 3-4.5 min): original 65.29 ± 0.45,
 candidate1 (same FLOPs; six mutations, among them layer2.0's slice/pad shortcut replaced by a depthwise+SE
 block and its first 3x3 conv by a 1x1) 66.64 ± 0.77, paired +1.35 ± 0.45 points, t-test p 0.03; candidate2
-(-11.9% FLOPs) -1.26 points. MobileNetV2 (181 MFLOPs vs
+(-11.9% FLOPs) -1.26 points. ``autogo_cifar10_window1.json``: the same with ``--cost-window 0,1.0 --seeds 3
+--final-k 1``: the search's front reached -34.7% FLOPs (81 candidates; that one candidate dominated the rest
+on the short fine-tune's score, .302 vs the seed's .251), but trained from scratch it lost 2.68 ± 0.69 points
+(62.86 vs 65.54): the 40-step score favours small networks that learn fast early, so the FLOPs branch of the
+target (>= 15% fewer, <= 0.3 points lost) is not met. MobileNetV2 (181 MFLOPs vs
 82, depthwise convs) was not run at this recipe: about 3 hours here. ``autogo_cifar10_inherit_trained.json``
 is the same run with ``--inherit trained`` (budget 600, 2 seeds), kept because it shows why that ranker is
 biased (every mutant outscored the seed; its picks lost 1.7 points).
