@@ -226,11 +226,10 @@ def _proxy_worker_init(x: torch.Tensor, y: torch.Tensor, seed: int, threads: int
     _WORKER.update(x=x, y=y, seed=seed)
 
 
-def _proxy_row(task: tuple[str, int, list[str]] | tuple[str, int, list[str], int]) -> dict:
+def _proxy_row(task: tuple[str, int, list[str], int]) -> dict:
     """One arch's JSONL row: the proxies ``missing`` of NB201 arch ``arch`` (index ``idx``, built with init seed
-    ``idx + offset``; offset 0 unless given), stage times."""
-    arch, idx, missing = task[:3]
-    offset = task[3] if len(task) > 3 else 0
+    ``idx + offset``), stage times."""
+    arch, idx, missing, offset = task
     x, y, seed = _WORKER["x"], _WORKER["y"], _WORKER["seed"]
     w, c = time.perf_counter(), time.process_time()
     net = build_nb201(arch, seed=idx + offset)
@@ -275,10 +274,10 @@ def run_proxies(args: argparse.Namespace) -> dict:
     if jobs > 1:  # one single-threaded worker process per core (spawned: no forked OpenMP state)
         ctx = multiprocessing.get_context("spawn")
         pool = ctx.Pool(jobs, initializer=_proxy_worker_init, initargs=(x, y, args.seed, args.threads or 1))
-        rows = pool.imap(_proxy_row, [(a, i, m) for _, a, i, m in work])
+        rows = pool.imap(_proxy_row, [(a, i, m, 0) for _, a, i, m in work])
     else:
         _proxy_worker_init(x, y, args.seed, 0)
-        rows = map(_proxy_row, [(a, i, m) for _, a, i, m in work])
+        rows = map(_proxy_row, [(a, i, m, 0) for _, a, i, m in work])
     with open(jsonl, "a") as fh:
         for (k, arch, idx, _missing), row in zip(work, rows, strict=True):
             fh.write(json.dumps(row) + "\n")
@@ -448,6 +447,10 @@ def run_reinit_check(args: argparse.Namespace, report: dict) -> dict:
     zc = {r["net_str"]: r for r in csv.DictReader(open(NAS / "zccombine_nb201_zc_proxies.csv"))}
     pos = {a: j for j, a in enumerate(archs)}
     out: dict[str, dict] = {}
+
+    def fin(v: np.ndarray) -> np.ndarray:
+        return np.where(np.isfinite(v), v, -1e8)
+
     print(f"{'proxy':10s} {'n':>5s} {'rho(ours, re-drawn)':>20s} | {'n@ov':>5s} {'rho(re-drawn, NBSZ)':>20s} "
           f"{'rho(ours, NBSZ)':>16s}")
     for p in todo:
@@ -455,7 +458,6 @@ def run_reinit_check(args: argparse.Namespace, report: dict) -> dict:
         i_sub = [i for a, i in sub if done.get(i, {}).get("scores", {}).get(p) is not None]
         ours = np.array([np.nan if (v := report["scores"][p][pos[a]]) is None else v for a in a_sub], dtype=float)
         again = np.array([done[i]["scores"][p] for i in i_sub], dtype=float)
-        fin = lambda v: np.where(np.isfinite(v), v, -1e8)  # noqa: E731
         e = {"n": len(a_sub), "spearman_ours_vs_redrawn": float(stats.spearmanr(fin(ours), fin(again)).statistic)}
         ov = np.array([a in zc for a in a_sub])
         if ov.sum() >= 3:

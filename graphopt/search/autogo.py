@@ -271,8 +271,7 @@ def optimize(
 
         psc = PSCPredictor.load_default()
         score = lambda g, parent: {"score": float(psc.score_graph(g))}  # noqa: E731
-    else:
-        check_ranker(cfg.ranker)
+    else:  # proxy:<name>, validated when the config was built
         score = _proxy_scorer(graph, cfg)
     t_begin = time.monotonic()
     final_epochs, per_model_s = _plan_budget(graph, trainer, cfg, log)
