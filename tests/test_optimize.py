@@ -198,6 +198,26 @@ def test_proxy_ranker_scores_candidates_without_training(model_file, tmp_path):
     assert doc["seed"]["score"] == pytest.approx(want, rel=1e-5)
 
 
+def test_ponas_ranker_trains_only_the_mutants_its_screen_picks(model_file, tmp_path):
+    """--ranker ponas: candidates are scored by the short fine-tune (score = val accuracy), each parent gets
+    --ponas-oversample x --mutants proposals, only --mutants per parent are trained, and pareto.json says what
+    the screen did."""
+    out = tmp_path / "out"
+    r = _run([str(model_file), "-o", str(out), "--budget", "120s", "--iterations", "2", "--ranker", "ponas",
+              "--ponas-oversample", "3", *SMALL], tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    doc = json.loads((out / "pareto.json").read_text())
+    (run,) = list((tmp_path / "graphopt-runs").iterdir())
+    metrics = [json.loads(m) for m, _, _ in _done_rows(run / "runs.sqlite").values()]
+    assert all(m["score"] == m["val_accuracy"] for m in metrics)
+    st, screen = doc["stats"], doc["screen"]
+    assert st["scored"] <= 1 + 2 * 2 * 2  # seed + iterations x parents x mutants
+    assert st["mutations"] > st["scored"] - 1 and st["screened_out"] > 0
+    assert screen["pool"] >= st["scored"] and screen["observed"] == st["scored"]
+    assert screen["metric_seconds"] > 0
+    assert "PO-NAS screen" in (out / "report.html").read_text()
+
+
 def test_unknown_ranker_or_proxy_is_refused_with_the_choices():
     from graphopt.errors import GraphoptError
     from graphopt.search.autogo import OptimizeConfig

@@ -28,8 +28,11 @@ def register(app: typer.Typer) -> None:
                                                         "edgetpu-like or a .toml); implies accuracy,npu.")] = None,
         budget: Annotated[str, typer.Option(help="Wall-clock budget for the search, e.g. 90s, 20m, 2h.")] = "5m",
         ranker: Annotated[str, typer.Option(help="train (short fine-tune, val accuracy), tse (training-speed "
-                                                 "estimate), psc (PSC predictor, no training) or proxy:NAME "
+                                                 "estimate), psc (PSC predictor, no training), ponas (train, but "
+                                                 "PO-NAS picks which mutants are worth training) or proxy:NAME "
                                                  "(a zero-cost proxy, e.g. proxy:nwot; no training).")] = "train",
+        ponas_oversample: Annotated[int, typer.Option(help="--ranker ponas: mutants proposed per mutant "
+                                                           "trained.")] = 3,
         iterations: Annotated[int, typer.Option(help="Evolution iterations.")] = 5,
         parents: Annotated[int, typer.Option(help="Parents per iteration (grid-sampled from the front).")] = 4,
         mutants: Annotated[int, typer.Option(help="Mutants per parent.")] = 2,
@@ -71,7 +74,8 @@ def register(app: typer.Typer) -> None:
                              iterations=iterations, parents_per_iter=parents, mutants_per_parent=mutants,
                              cost_window=(0.0, cost_window), score_steps=score_steps, inherit=inherit, final_k=final_k,
                              final_epochs=final_epochs, train_size=train_size, seed=seed,
-                             segments_db=str(segments) if segments else None, target=target)
+                             segments_db=str(segments) if segments else None, target=target,
+                             ponas_oversample=ponas_oversample)
         if resume:
             cfg_file = run_dir / "config.json"
             if cfg_file.exists():

@@ -21,6 +21,12 @@ Protocol (documented so results are reproducible):
    ``benchmarks/autogo_cifar10.py --proxy-check`` they agree with the 40-step fine-tune score at only ρ ≤ 0.31
    (snip .28, grad_norm .23, nwot .10, synflow .04; the same re-initialised): proxies separate different
    cells, not near-identical mutants of one network. Use them to explore, ``train`` to decide.
+   ``ponas``: candidates are scored as by ``train``, but PO-NAS decides which mutants are worth that training:
+   each parent gets ``ponas_oversample`` times more proposals than it will train, every proposal gets the
+   paper's six zero-cost metrics (one fixed minibatch, as ``proxy:<name>``), and
+   :class:`~graphopt.predictors.ponas.PONASScreen` trains them one at a time in the order of the PO-NAS
+   per-architecture metric combination, refitted on every fine-tune score so far (the mean normalised metric
+   before three scores exist). The screen's state is rebuilt from the result store on ``--resume``.
 2. Cost is FLOPs (registry rules, batch 1), onnxruntime latency (1 thread, median of 20), or a target NPU
    profile's analytic latency (``--target``, :mod:`graphopt.npu.latency`).
 3. After the search, the original and the top ``final_k`` Pareto candidates are trained with one identical
@@ -50,7 +56,7 @@ from .evolution import Candidate, EvolutionConfig, ParetoEvolution, pareto_front
 class OptimizeConfig:
     data: str = "cifar10-demo"
     objective: str = "flops"  # flops | latency
-    ranker: str = "train"  # train | tse | psc | proxy:<name>
+    ranker: str = "train"  # train | tse | psc | ponas | proxy:<name>
     budget_seconds: float = 300.0
     iterations: int = 5
     parents_per_iter: int = 4
@@ -66,6 +72,7 @@ class OptimizeConfig:
     seed: int = 0
     segments_db: str | None = None
     target: str | None = None  # NPU profile for objective "npu" (analytic latency, graphopt.npu.latency)
+    ponas_oversample: int = 3  # ranker "ponas": proposals per trained mutant
 
     def __post_init__(self) -> None:
         # checked here, not in optimize(): the CLI writes the run's config.json before the search starts
@@ -75,6 +82,10 @@ class OptimizeConfig:
             raise GraphoptError(f"inherit={self.inherit!r}: choose 'seed' (equal training per candidate) or "
                                 f"'trained'")
         check_ranker(self.ranker)
+        if self.ponas_oversample < 1:
+            from ..errors import GraphoptError
+
+            raise GraphoptError(f"ponas_oversample={self.ponas_oversample}: must be >= 1")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,7 +95,7 @@ def check_ranker(ranker: str) -> None:
     """Raise a :class:`GraphoptError` naming the valid choices unless ``ranker`` is one of them."""
     from ..errors import GraphoptError
 
-    if ranker in ("train", "tse", "psc"):
+    if ranker in ("train", "tse", "psc", "ponas"):
         return
     if ranker.startswith("proxy:"):
         from graphopt.predictors.proxies import names
@@ -93,7 +104,7 @@ def check_ranker(ranker: str) -> None:
         if name in names():
             return
         raise GraphoptError(f"--ranker {ranker!r}: unknown proxy {name!r}; choose one of {', '.join(names())}")
-    raise GraphoptError(f"--ranker {ranker!r}: choose train, tse, psc or proxy:<name> (e.g. proxy:nwot)")
+    raise GraphoptError(f"--ranker {ranker!r}: choose train, tse, psc, ponas or proxy:<name> (e.g. proxy:nwot)")
 
 
 def _proxy_scorer(graph: Graph, cfg: OptimizeConfig) -> Callable[[Graph, Any], dict[str, Any]]:
@@ -112,6 +123,24 @@ def _proxy_scorer(graph: Graph, cfg: OptimizeConfig) -> Callable[[Graph, Any], d
                 "proxy_seconds": time.monotonic() - t0}
 
     return score
+
+
+def _ponas_screen(graph: Graph, cfg: OptimizeConfig):  # noqa: ANN202 - PONASScreen (imported lazily)
+    """PO-NAS screen whose metrics are the paper's six proxies on a fixed minibatch of the search's data."""
+    from graphopt.predictors.ponas import PONAS_METRICS, PONASScreen
+    from graphopt.predictors.proxies.passes import proxy_batch, score_graph
+
+    batch = proxy_batch(graph, cfg.data, cfg.batch_size, cfg.seed)
+    names = list(PONAS_METRICS)
+
+    def metrics(g: Graph) -> list[float]:
+        try:
+            res = score_graph(g, names, batch, seed=cfg.seed)
+        except Exception:  # noqa: BLE001 - a proxy that cannot run on this mutant ranks it last, not the search
+            return [float("nan")] * len(names)
+        return [res[n].score for n in names]
+
+    return PONASScreen(metrics, names, oversample=cfg.ponas_oversample, seed=cfg.seed)
 
 
 def parse_budget(text: str) -> float:
@@ -203,7 +232,7 @@ class Trainer:
         losses = res.step_losses
         tail = losses[-max(1, len(losses) // 4):]
         acc = float(val.get("accuracy", 0.0))
-        return {"score": acc if self.cfg.ranker == "train" else -float(np.mean(tail)), "val_accuracy": acc,
+        return {"score": -float(np.mean(tail)) if self.cfg.ranker == "tse" else acc, "val_accuracy": acc,
                 "tse_e": float(np.sum(tail)), "train_seconds": res.train_time}
 
     def step_seconds(self, graph: Graph, steps: int = 3) -> float:
@@ -264,8 +293,11 @@ def optimize(
     cost = _cost_fn(cfg.objective, cfg.target)
     store = ResultStore.open(run_dir)
     store.meta["config"] = cfg.to_json()
-    if cfg.ranker in ("train", "tse"):
+    screen = None
+    if cfg.ranker in ("train", "tse", "ponas"):
         score = lambda g, parent: trainer.short_train(g)  # noqa: E731
+        if cfg.ranker == "ponas":
+            screen = _ponas_screen(graph, cfg)
     elif cfg.ranker == "psc":
         from graphopt.predictors.psc import PSCPredictor
 
@@ -281,7 +313,7 @@ def optimize(
         config=EvolutionConfig(iterations=cfg.iterations, parents_per_iter=cfg.parents_per_iter,
                                mutants_per_parent=cfg.mutants_per_parent, cost_window=cfg.cost_window,
                                budget_seconds=cfg.budget_seconds, seed=cfg.seed),
-        progress=progress)
+        progress=progress, screen=screen)
     t0 = time.monotonic()
     evo_start = [t0]
     orig_score = evo.score_fn
@@ -374,6 +406,8 @@ def _write_outputs(out_dir: Path, evo: ParetoEvolution, front: list[Candidate], 
            "ranker": cfg.ranker, "seed": row(seed), "best": row(best), "front": front_rows,
            "finalists": {h: v for h, v in final.items()}, "stats": evo.stats, "search_seconds": search_s,
            "config": cfg.to_json()}
+    if evo.screen is not None:
+        doc["screen"] = asdict(evo.screen.stats)
     atomic_write_bytes(out_dir / "pareto.json", json.dumps(doc, indent=1, default=str).encode())
     sb, bb = final[seed.hash]["test_accuracy"], final[best.hash]["test_accuracy"]
     summary = {
@@ -383,6 +417,11 @@ def _write_outputs(out_dir: Path, evo: ParetoEvolution, front: list[Candidate], 
         "candidates scored": len(evo.population), "search time (s)": f"{search_s:.0f}", "ranker": cfg.ranker,
         "dataset": cfg.data, "mutations tried": evo.stats["mutations"],
     }
+    if evo.screen is not None:
+        st = evo.screen.stats
+        summary["PO-NAS screen"] = (f"{evo.stats['screened_out']} proposals not trained; pool {st.pool}, "
+                                    f"{st.fits} refits, {st.pretrains} pretrainings; metrics {st.metric_seconds:.0f}s, "
+                                    f"surrogate {st.fit_seconds + st.pretrain_seconds:.0f}s")
     write_report(out_dir / "report.html", title="graphopt optimize", summary=summary, points=points,
                  front=front_rows, x="cost", y="score", seed=row(seed), best=row(best), best_graph=best.graph,
                  columns=["hash", "score", "cost", "nodes", "test_accuracy", "parent", "lineage"])

@@ -8,7 +8,10 @@ the ranker, and scores them. Every candidate is written to the result store the 
 (structure hash, graph file, parent, lineage, metrics), so a killed search resumes without re-scoring.
 
 The mutation, scoring, cost and acceptance functions are arguments: the PSC predictor, PO-NAS, TSE,
-zero-cost proxies or real training are interchangeable rankers.
+zero-cost proxies or real training are interchangeable rankers. An optional :class:`Screen` (e.g. PO-NAS's
+:class:`~graphopt.predictors.ponas.PONASScreen`) puts a cheap ranking in front of an expensive score: each
+parent then gets ``mutants_per_parent × screen.oversample`` proposals, and only ``mutants_per_parent`` of them,
+one at a time in the screen's order (re-ranked after every score it is told), are scored.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ..ir.graph import Graph
 from ..ir.serialize import load as load_graph
@@ -46,6 +49,20 @@ class EvolutionConfig:
     budget_seconds: float | None = None
     max_candidates: int | None = None
     seed: int = 0
+
+
+class Screen(Protocol):
+    """Ranks proposed mutants before the expensive score is spent on them (see the module docstring)."""
+
+    oversample: int
+
+    def rank(self, graphs: list[Graph]) -> list[int]:
+        """Positions of ``graphs``, best first."""
+        ...
+
+    def observe(self, graph: Graph, score: float) -> None:
+        """The score ``graph`` got (the screen may refit on it)."""
+        ...
 
 
 def pareto_front(cands: list[Candidate]) -> list[Candidate]:
@@ -102,16 +119,18 @@ class ParetoEvolution:
         accept: Callable[[Candidate, Graph, dict[str, Any]], bool] | None = None,
         config: EvolutionConfig | None = None,
         progress: Callable[[dict[str, Any]], None] | None = None,
+        screen: Screen | None = None,
     ) -> None:
         self.mutate_fn, self.score_fn, self.cost_fn = mutate, score, cost
         self.accept = accept
+        self.screen = screen
         self.store = store
         self.run_dir = Path(run_dir)
         self.cfg = config or EvolutionConfig()
         self.progress = progress
         self.population: dict[str, Candidate] = {}
         self.stats = {"mutations": 0, "failed_mutations": 0, "duplicates": 0, "out_of_window": 0,
-                      "rejected": 0, "scored": 0, "resumed": 0}
+                      "rejected": 0, "scored": 0, "resumed": 0, "screened_out": 0}
 
     # ----------------------------------------------------------------------------------------- store glue
     def _graph_path(self, h: str) -> Path:
@@ -165,6 +184,9 @@ class ParetoEvolution:
                 raise RuntimeError("the input model could not be scored; see the result store for the reason")
         seed = self.population[seed_hash]
         self.store.meta["seed_hash"] = seed_hash
+        if self.screen is not None:  # the screen learns from every score so far (a resumed run's too)
+            for c in self.population.values():
+                self.screen.observe(c.graph, c.score)
         lo, hi = self.cfg.cost_window
         t_start = time.monotonic()
         start_iter = int(self.store.meta.get("iterations_done", 0))
@@ -179,8 +201,10 @@ class ParetoEvolution:
                 parents = [self.population[h] for h in saved]
             else:
                 self.store.meta[key] = [p.hash for p in parents]
+            oversample = self.screen.oversample if self.screen is not None else 1
             for parent in parents:
-                for _ in range(self.cfg.mutants_per_parent):
+                proposals: list[tuple[Graph, list[Any]]] = []
+                for _ in range(self.cfg.mutants_per_parent * oversample):
                     if self._out_of_budget(t_start):
                         return pareto_front(list(self.population.values()))
                     res = self.mutate_fn(parent.graph, rng)
@@ -196,13 +220,44 @@ class ParetoEvolution:
                     if self.accept is not None and not self.accept(parent, child, {"cost": c}):
                         self.stats["rejected"] += 1
                         continue
-                    self._record(child, parent, lineage)
-                    if self.progress:
-                        self.progress({"iteration": it, **self.stats,
-                                       "front": [(x.score, x.cost) for x in pareto_front(
-                                           list(self.population.values()))]})
+                    if self.screen is None:
+                        self._record(child, parent, lineage)
+                        self._report(it)
+                    else:
+                        proposals.append((child, lineage))
+                if self.screen is not None and self._screened(parent, proposals, it, t_start):
+                    return pareto_front(list(self.population.values()))
             self.store.meta["iterations_done"] = it + 1
         return pareto_front(list(self.population.values()))
+
+    def _screened(self, parent: Candidate, proposals: list[tuple[Graph, list[Any]]], it: int,
+                  t_start: float) -> bool:
+        """Score ``mutants_per_parent`` of ``proposals`` in the screen's order; True when the budget ran out."""
+        fresh: dict[str, tuple[Graph, list[Any]]] = {}
+        for child, lineage in proposals:
+            h = structure_hash(child)
+            if h in self.population or self.store.is_done(h) or h in fresh:
+                self.stats["duplicates"] += 1
+            else:
+                fresh[h] = (child, lineage)
+        remaining = list(fresh.values())
+        for _ in range(self.cfg.mutants_per_parent):
+            if not remaining:
+                break
+            if self._out_of_budget(t_start):
+                return True
+            child, lineage = remaining.pop(self.screen.rank([g for g, _ in remaining])[0])
+            cand = self._record(child, parent, lineage)
+            if cand is not None:
+                self.screen.observe(child, cand.score)
+            self._report(it)
+        self.stats["screened_out"] += len(remaining)
+        return False
+
+    def _report(self, it: int) -> None:
+        if self.progress:
+            self.progress({"iteration": it, **self.stats,
+                           "front": [(x.score, x.cost) for x in pareto_front(list(self.population.values()))]})
 
     def _out_of_budget(self, t_start: float) -> bool:
         if self.cfg.budget_seconds is not None and time.monotonic() - t_start > self.cfg.budget_seconds:

@@ -1,11 +1,12 @@
 """PO-NAS: per-architecture training-free metric optimisation (NeurIPS 2025), CPU-sized.
 
 Public API: :class:`ArchPool`, :class:`PONASRanker` (``pretrain``, ``fit``, ``weights``, ``score``,
-``search``), :class:`PONASConfig`, graph converters (:func:`nb201_graph`, :func:`graph_from_dag`), metric normalisation
+``search``), :class:`PONASConfig`, :class:`PONASScreen` (PO-NAS in front of an evolutionary search's training),
+graph converters (:func:`nb201_graph`, :func:`graph_from_dag`, :func:`ir_graph`), metric normalisation
 (:func:`normalize_metrics`, min-max or rank) and the score/loss functions (:func:`ponas_score`, :func:`online_loss`).
 """
 
-from .graphs import NB201_VOCAB, graph_from_dag, nb201_graph, parse_nb201
+from .graphs import NB201_VOCAB, graph_from_dag, ir_graph, nb201_graph, parse_nb201
 from .metrics import DEFAULT_TRANSFORMS, NORMALIZATIONS, PONAS_METRICS, normalize_metrics, signed_log
 from .model import (
     GATEncoder,
@@ -19,6 +20,7 @@ from .model import (
     ponas_score,
 )
 from .ranker import ArchPool, PONASConfig, PONASRanker, SearchResult
+from .screen import PONASScreen, ScreenStats
 
 __all__ = [
     "DEFAULT_TRANSFORMS",
@@ -29,11 +31,14 @@ __all__ = [
     "GATEncoder",
     "PONASConfig",
     "PONASRanker",
+    "PONASScreen",
     "PretrainHeads",
+    "ScreenStats",
     "SearchResult",
     "Surrogate",
     "align_loss",
     "graph_from_dag",
+    "ir_graph",
     "nb201_graph",
     "normalize_metrics",
     "normalize_weights",

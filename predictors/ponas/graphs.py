@@ -2,7 +2,7 @@
 
 The encoder only needs a ``torch_geometric.data.Data`` with one-hot (or any float) node features ``x`` and a
 directed ``edge_index``; :func:`graph_from_dag` builds one from node type names, so IR graphs can be fed the
-same way later. NB201 cells are turned into *op-on-node* DAGs (the usual NB201 GNN encoding): node 0 = cell
+same way (:func:`ir_graph`). NB201 cells are turned into *op-on-node* DAGs (the usual NB201 GNN encoding): node 0 = cell
 input, nodes 1..6 = the six edge operations in ``(e01, e02, e03, e12, e13, e23)`` order, node 7 = cell output;
 op (i→j) feeds every op (j→k), ops out of node 0 read the input, ops into node 3 feed the output.
 """
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch_geometric.data import Data
 
-__all__ = ["NB201_OPS", "NB201_VOCAB", "NB201_EDGES", "graph_from_dag", "nb201_graph", "parse_nb201"]
+__all__ = ["NB201_OPS", "NB201_VOCAB", "NB201_EDGES", "graph_from_dag", "ir_graph", "nb201_graph", "parse_nb201"]
 
 NB201_OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 NB201_VOCAB: tuple[str, ...] = ("input", "output", *NB201_OPS)
@@ -74,3 +74,25 @@ def nb201_graph(arch_str: str) -> Data:
             if k == j:
                 edges.append((a, b))
     return graph_from_dag(types, edges, NB201_VOCAB)
+
+
+def ir_graph(graph, vocab: Sequence[str] | None = None) -> Data:
+    """Any graphopt IR graph as an encoder input, so PO-NAS ranks mutants of arbitrary models, not only cells.
+
+    Nodes are the IR's primitive ops in canonical order with producer → consumer edges; the float features are
+    the PSC predictor's raw ones (:func:`graphopt.predictors.gnn_features.raw_features`), made dense for the GAT:
+    one-hot op type over ``vocab`` (default: the registry's built-in ops, id 0 = other), the six normalised
+    resolutions, one-hot kernel-size bucket and the bias flag. Resolution matters here: AutoGO mutants of one
+    network often differ only in channel counts or strides.
+    """
+    from graphopt.predictors.gnn_features import KERNEL_BUCKETS, default_op_vocab, raw_features
+
+    vocab = list(vocab) if vocab is not None else default_op_vocab()
+    f = raw_features(graph, vocab)
+    n = f.num_nodes
+    op = torch.zeros(n, len(vocab))
+    op[torch.arange(n), torch.from_numpy(f.op)] = 1.0
+    kernel = torch.zeros(n, KERNEL_BUCKETS)
+    kernel[torch.arange(n), torch.from_numpy(f.kernel)] = 1.0
+    x = torch.cat([op, torch.from_numpy(f.res), kernel, torch.from_numpy(f.bias).unsqueeze(1)], dim=1)
+    return Data(x=x, edge_index=torch.from_numpy(f.edges), num_nodes=n)

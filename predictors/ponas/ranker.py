@@ -175,7 +175,8 @@ class PONASRanker:
         self.encoder: GATEncoder | None = None
         self.surrogates: list[Surrogate] = []
         self._init_states: list[dict[str, torch.Tensor]] = []
-        self._cache: dict[int, _Embedded] = {}
+        # id(pool) -> (pool, embeddings); the pool is held so that its id cannot be reused by a new pool
+        self._cache: dict[int, tuple[ArchPool, _Embedded]] = {}
         self.pretrain_losses: list[float] = []
         self.last_fit_loss: float = math.nan
 
@@ -249,7 +250,8 @@ class PONASRanker:
     def _embed(self, pool: ArchPool) -> _Embedded:
         key = id(pool)
         if key in self._cache:
-            return self._cache[key]
+            return self._cache[key][1]
+        self._cache.clear()  # one pool at a time: a caller that rebuilds its pool (a growing search) must not leak
         gs, ns, ms = [], [], []
         for k in range(0, len(pool), self.config.embed_batch):
             b = Batch.from_data_list(pool.graphs[k : k + self.config.embed_batch])
@@ -264,7 +266,7 @@ class PONASRanker:
         emb = _Embedded(
             torch.cat(gs), torch.cat(ns), torch.cat(ms), torch.tensor(pool.normalized, dtype=torch.float32)
         )
-        self._cache[key] = emb
+        self._cache[key] = (pool, emb)
         return emb
 
     # ------------------------------------------------------------------ surrogate
