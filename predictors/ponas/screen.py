@@ -18,6 +18,12 @@ every oracle value so far, query the best, refit — and lets the pool grow:
   that never saw the later mutants would embed them from features it was not trained on (our choice: documented,
   and a test checks the re-pretraining). Each refit starts from the surrogate's initial state (as the paper's).
 
+The surrogate refits after every value, so its default budget is cut from :class:`PONASConfig`'s (1,000 steps,
+up to 5 restarts) to :data:`SCREEN_FIT` (300 steps, 1 restart): measured on 156 ResNet-20 mutants (90 nodes
+each, one thread), a refit on 20 / 40 values took 31 / 62 s with the paper's budget and 3.1 / 5.2 s with this
+one, at the same rank agreement with the unseen mutants' scores (ρ .20 / .09 vs .16 / .10). Pass ``config``
+to use another.
+
 Architectures whose metrics are not all finite rank last (the pool's ``candidates`` rule of
 :class:`~.ranker.ArchPool`: never preferred to one with finite metrics).
 """
@@ -36,7 +42,10 @@ from .graphs import ir_graph
 from .metrics import PONAS_METRICS
 from .ranker import ArchPool, PONASConfig, PONASRanker
 
-__all__ = ["PONASScreen", "ScreenStats"]
+__all__ = ["SCREEN_FIT", "PONASScreen", "ScreenStats"]
+
+#: the screen's default surrogate budget (see the module docstring)
+SCREEN_FIT = {"fit_steps": 300, "max_restarts": 1}
 
 
 @dataclass
@@ -88,7 +97,7 @@ class PONASScreen:
         self.oversample, self.n_init = oversample, n_init
         self.normalization, self.repretrain_growth = normalization, repretrain_growth
         self.key_fn, self.graph_fn = key_fn, graph_fn
-        self.ranker = PONASRanker(config, seed)
+        self.ranker = PONASRanker(config or PONASConfig(**SCREEN_FIT), seed)
         self.stats = ScreenStats()
         self._index: dict[Hashable, int] = {}
         self._data: list[Any] = []
