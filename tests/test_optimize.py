@@ -218,6 +218,26 @@ def test_ponas_ranker_trains_only_the_mutants_its_screen_picks(model_file, tmp_p
     assert "PO-NAS screen" in (out / "report.html").read_text()
 
 
+def test_final_training_is_shortened_to_what_the_measured_search_leaves():
+    """The final epochs follow the fine-tunes' measured speed (median), not only the pre-search estimate."""
+    from types import SimpleNamespace
+
+    from graphopt.search.autogo import OptimizeConfig, _TrainClock
+
+    splits = SimpleNamespace(train=range(6400), val=range(1000), test=range(2000))
+    clock = _TrainClock(SimpleNamespace(splits=splits, cfg=OptimizeConfig(batch_size=64)))
+    assert clock.model_seconds(1.0) is None and clock.epochs_that_fit(10.0, 2, 2.0) == 2.0  # nothing measured
+    clock.observe({"score": 0.5})  # a proxy/psc score carries no timing
+    assert clock.model_seconds(1.0) is None
+    for t in (4.0, 5.0, 40.0):  # 40 steps each: median 0.125 s/step; 2 s per 1,000 val images
+        clock.observe({"train_seconds": t, "steps": 40, "eval_seconds": 2.0})
+    # an epoch = 100 steps x 0.125 s = 12.5 s; the test evaluation 2 ms x 2,000 images = 4 s
+    assert clock.model_seconds(2.0) == pytest.approx(29.0)
+    assert clock.epochs_that_fit(100.0, 2, 2.0) == 2.0
+    assert clock.epochs_that_fit(30.0, 2, 2.0) == pytest.approx(0.88)  # (30/2 - 4) / 12.5
+    assert clock.epochs_that_fit(1.0, 2, 2.0) == 0.1
+
+
 def test_unknown_ranker_or_proxy_is_refused_with_the_choices():
     from graphopt.errors import GraphoptError
     from graphopt.search.autogo import OptimizeConfig

@@ -32,7 +32,9 @@ Protocol (documented so results are reproducible):
 3. After the search, the original and the top ``final_k`` Pareto candidates are trained with one identical
    recipe (``final_epochs`` epochs of SGD + cosine from their current weights) and evaluated on the test split;
    the best is the most accurate candidate whose cost does not exceed the original's (or the most accurate
-   overall if none does).
+   overall if none does). The budget covers both phases: the search stops early enough for the final training,
+   whose length is re-estimated from the fine-tunes' measured speed (:class:`_TrainClock`) and shortened if
+   needed.
 """
 
 from __future__ import annotations
@@ -226,14 +228,17 @@ class Trainer:
         res = train_model(m, self.splits.train, tc)
         if res.status != "ok":
             raise RuntimeError(f"training failed: {res.reason}")
+        t0 = time.perf_counter()
         val = evaluate(m, self.splits.val, batch_size=256)
+        eval_s = time.perf_counter() - t0
         if self.cfg.inherit == "trained":
             _write_back(graph, m)
         losses = res.step_losses
         tail = losses[-max(1, len(losses) // 4):]
         acc = float(val.get("accuracy", 0.0))
         return {"score": -float(np.mean(tail)) if self.cfg.ranker == "tse" else acc, "val_accuracy": acc,
-                "tse_e": float(np.sum(tail)), "train_seconds": res.train_time}
+                "tse_e": float(np.sum(tail)), "train_seconds": res.train_time,
+                "steps": res.steps, "eval_seconds": eval_s}
 
     def step_seconds(self, graph: Graph, steps: int = 3) -> float:
         """Measured seconds per training step of ``graph`` (after one warm-up step), on a throwaway copy."""
@@ -307,6 +312,7 @@ def optimize(
         score = _proxy_scorer(graph, cfg)
     t_begin = time.monotonic()
     final_epochs, per_model_s = _plan_budget(graph, trainer, cfg, log)
+    clock = _TrainClock(trainer)
     deadline = t_begin + cfg.budget_seconds
     evo = ParetoEvolution(
         mutate=_mutator(cfg.segments_db), score=score, cost=cost, store=store, run_dir=run_dir,
@@ -324,9 +330,11 @@ def optimize(
         now = time.monotonic()
         if parent is None:  # the seed: the evolution's own clock starts after it
             evo_start[0] = now
+        clock.observe(res)
         n_front = len([c for c in pareto_front(list(evo.population.values())) if c.parent is not None])
         n_final = 1 + min(cfg.final_k, n_front + 1)  # +1: this candidate may join the front
-        evo.cfg.budget_seconds = max(0.0, deadline - n_final * per_model_s - evo_start[0])
+        model_s = clock.model_seconds(final_epochs) or per_model_s
+        evo.cfg.budget_seconds = max(0.0, deadline - n_final * model_s - evo_start[0])
         return res
 
     evo.score_fn = score_and_rebudget
@@ -335,6 +343,11 @@ def optimize(
     seed_hash = store.meta["seed_hash"]
     seed = evo.population[seed_hash]
     finalists = [seed] + [c for c in sorted(front, key=lambda c: -c.score) if c.hash != seed_hash][: cfg.final_k]
+    fitted = clock.epochs_that_fit(deadline - time.monotonic(), len(finalists), final_epochs)
+    if fitted < final_epochs:
+        log(f"final training shortened to {fitted} epochs: training measured during the search is slower than "
+            f"planned, and the budget ends in {max(0.0, deadline - time.monotonic()):.0f}s")
+        final_epochs = fitted
     log(f"search: {len(evo.population)} candidates in {search_s:.0f}s; training {len(finalists)} finalists "
         f"({final_epochs} epochs each, identical recipe)")
     final: dict[str, dict[str, Any]] = {}
@@ -346,6 +359,51 @@ def optimize(
     result = _write_outputs(out_dir, evo, front, seed, best, final, cfg, store, search_s)
     store.close()
     return result
+
+
+class _TrainClock:
+    """Seconds per final model from the search's own fine-tunes (same machine, same load, same evaluation).
+
+    The plan's step time is measured once, on three steps, before the search; under load (or for a model whose
+    evaluation is a large share, e.g. MobileNetV2 on 10k test images) it was 2x too optimistic and a 20-minute
+    budget ran 45 minutes. Every ``train``/``tse``/``ponas`` score reports its training and validation seconds;
+    their medians predict a final epoch and the test evaluation, and the final training is shortened to what is
+    left of the budget.
+    """
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+        self.step_s: list[float] = []
+        self.eval_s_per_sample: list[float] = []
+
+    def observe(self, res: dict[str, Any]) -> None:
+        if res.get("steps") and res.get("train_seconds") is not None:
+            self.step_s.append(float(res["train_seconds"]) / int(res["steps"]))
+        if res.get("eval_seconds") is not None and len(self.trainer.splits.val):
+            self.eval_s_per_sample.append(float(res["eval_seconds"]) / len(self.trainer.splits.val))
+
+    def _epoch_and_eval(self) -> tuple[float, float] | None:
+        if not self.step_s:
+            return None
+        import math
+
+        steps = math.ceil(len(self.trainer.splits.train) / self.trainer.cfg.batch_size)
+        per_sample = float(np.median(self.eval_s_per_sample)) if self.eval_s_per_sample else 0.0
+        return float(np.median(self.step_s)) * steps, per_sample * len(self.trainer.splits.test)
+
+    def model_seconds(self, epochs: float) -> float | None:
+        """Predicted seconds to train one finalist for ``epochs`` and evaluate it; None before any fine-tune."""
+        m = self._epoch_and_eval()
+        return None if m is None else m[0] * epochs + m[1]
+
+    def epochs_that_fit(self, seconds_left: float, n_models: int, planned: float) -> float:
+        """``planned`` epochs, or fewer (never below 0.1) if ``n_models`` finals would overrun ``seconds_left``."""
+        m = self._epoch_and_eval()
+        if m is None or n_models <= 0:
+            return planned
+        per_epoch, eval_s = m
+        fit = (seconds_left / n_models - eval_s) / per_epoch if per_epoch > 0 else planned
+        return planned if fit >= planned else max(0.1, round(fit, 2))
 
 
 def _plan_budget(graph: Graph, trainer: Trainer, cfg: OptimizeConfig,
