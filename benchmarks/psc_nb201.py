@@ -31,7 +31,9 @@ shared machine). Effective graph, 6 pretraining epochs: Kendall τ 128: .797 ± 
 .785), 512: .869 ± .005 (members alone .865; FLAN .877). At 512 with 24 epochs: 2 members .872 ± .004,
 4 members (2026-12-06, ``--only kendall --sizes 512 --threads 2``, 583 s) .876 ± .003 (members alone .869;
 subsets .881 / .873 / .875). More members can only average out seed noise, so 4 became the default; FLAN's .877
-is still 0.0006 above. With 4 pretraining epochs: .793 ± .008 / .864 ± .007;
+is still 0.0006 above. Scoring with all 32 splits instead of 16 (2026-12-06, ``--max-splits 32``, same
+members, 1,564 s on the busy machine) gave .876 ± .003 (subsets .880 / .873 / .875): the split cut costs
+nothing, so 16 stays. With 4 pretraining epochs: .793 ± .008 / .864 ± .007;
 with 2: .778 ± .015 / .861 ± .002.
 Effective graph, full data: Spearman PSC .9897, whole-graph .9912. Full lowered graph (``--raw-graph``, 2
 pretraining epochs): Spearman PSC .9879, whole-graph .9890; Kendall τ 128: .710 ± .008, 512: .815 ± .005. The
