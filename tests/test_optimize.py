@@ -238,6 +238,19 @@ def test_final_training_is_shortened_to_what_the_measured_search_leaves():
     assert clock.epochs_that_fit(1.0, 2, 2.0) == 0.1
 
 
+def test_a_seed_scored_at_chance_level_gets_a_warning_naming_the_fix():
+    from types import SimpleNamespace
+
+    from graphopt.search.autogo import chance_warning
+
+    ten = SimpleNamespace(task="classification", num_classes=10)
+    msg = chance_warning({"val_accuracy": 0.100, "score": 0.1}, ten, 40)
+    assert msg and "0.100" in msg and "10 classes" in msg and "--score-steps" in msg
+    assert chance_warning({"val_accuracy": 0.251}, ten, 40) is None  # ResNet-20's seed after 40 steps
+    assert chance_warning({"score": 0.9}, ten, 40) is None  # proxy / psc scores: nothing to judge
+    assert chance_warning({"val_accuracy": 0.0}, SimpleNamespace(task="segmentation", num_classes=3), 40) is None
+
+
 def test_unknown_ranker_or_proxy_is_refused_with_the_choices():
     from graphopt.errors import GraphoptError
     from graphopt.search.autogo import OptimizeConfig

@@ -8,11 +8,11 @@ import random
 import numpy as np
 import pytest
 import torch
+from graphopt.predictors.ponas import PONASConfig, PONASScreen, ir_graph, nb201_graph
 from scipy import stats
 
 from graphopt.eval.store import ResultStore
 from graphopt.ir import DType, Graph, TensorType
-from graphopt.predictors.ponas import PONASConfig, PONASScreen, ir_graph, nb201_graph
 from graphopt.search.evolution import EvolutionConfig, ParetoEvolution
 
 TINY = dict(hidden=16, heads=2, surrogate_dim=16, attn_heads=2, pretrain_epochs=3)
