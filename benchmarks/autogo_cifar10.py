@@ -24,7 +24,13 @@ block and its first 3x3 conv by a 1x1) 66.64 ± 0.77, paired +1.35 ± 0.45 point
 on the short fine-tune's score, .302 vs the seed's .251), but trained from scratch it lost 2.68 ± 0.69 points
 (62.86 vs 65.54): the 40-step score favours small networks that learn fast early, so the FLOPs branch of the
 target (>= 15% fewer, <= 0.3 points lost) is not met. MobileNetV2 (181 MFLOPs vs
-82, depthwise convs) was not run at this recipe: about 3 hours here. ``autogo_cifar10_inherit_trained.json``
+82, depthwise convs), first attempt (2026-12-06, ``--models mobilenetv2 --budget 1200 --seeds 3 --final-k 1``,
+other flags as above): the original and all 7 mutants scored 0.100, chance level, because 40 steps at lr 0.02
+teach the randomly initialised MobileNetV2 nothing (measured on the original: 40 steps 0.100, 40 at lr 0.05
+0.176, 120 steps 0.293 in 110 s, 120 at lr 0.05 0.313). That search picked at random, so it was stopped after
+the original's first training (65.56 %, 53 min on the busy machine); ``optimize`` now warns when the original
+scores at chance. The MobileNetV2 run needs ``--score-steps 120`` and a larger budget (about 10 candidates in 20
+minutes). ``autogo_cifar10_inherit_trained.json``
 is the same run with ``--inherit trained`` (budget 600, 2 seeds), kept because it shows why that ranker is
 biased (every mutant outscored the seed; its picks lost 1.7 points).
 
