@@ -43,6 +43,7 @@ Protocol (documented so results are reproducible):
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from collections.abc import Callable
@@ -408,8 +409,6 @@ class _TrainClock:
     def _epoch_and_eval(self) -> tuple[float, float] | None:
         if not self.step_s:
             return None
-        import math
-
         steps = math.ceil(len(self.trainer.splits.train) / self.trainer.cfg.batch_size)
         per_sample = float(np.median(self.eval_s_per_sample)) if self.eval_s_per_sample else 0.0
         return float(np.median(self.step_s)) * steps, per_sample * len(self.trainer.splits.test)
@@ -438,8 +437,6 @@ def _plan_budget(graph: Graph, trainer: Trainer, cfg: OptimizeConfig,
     to fit, never below a tenth of an epoch); the search gets the rest, re-planned after every candidate from
     the number of finalists the current front actually has.
     """
-    import math
-
     sec_step = trainer.step_seconds(graph)
     steps_per_epoch = math.ceil(len(trainer.splits.train) / cfg.batch_size)
     n_models = cfg.final_k + 1
