@@ -28,6 +28,7 @@ from .commands.common import (  # noqa: E402  (re-exported for command modules)
     ModelArg,
     _fmt_int,
     console,
+    examples,
     load_for_cli,
     out,
     parse_input_shapes,
@@ -38,7 +39,12 @@ __all__ = ["app", "console", "out", "ModelArg", "InputShape", "user_errors", "lo
            "main"]
 
 
-@app.command()
+@app.command(epilog=examples(
+    ("graphopt inspect model.onnx", "inputs/outputs, op histogram, parameters and FLOPs"),
+    ("graphopt inspect model.onnx --nodes", "plus one row per node: op, shapes, FLOPs, params"),
+    ("graphopt inspect model.onnx --proxies synflow,snip", "which layers drive each zero-cost score"),
+    ("graphopt inspect model.onnx -s input=1,3,224,224 --json", "bind a symbolic input shape; machine-readable"),
+))
 @user_errors
 def inspect(
     model: ModelArg,
@@ -101,7 +107,11 @@ def inspect(
         print_proxy_tables(summary["proxies"])
 
 
-@app.command()
+@app.command(epilog=examples(
+    ("graphopt convert model.onnx -o model.py", "readable standalone PyTorch source (+ model_weights.pt)"),
+    ("graphopt convert model.pt2 -o model.onnx --opset 17", "torch.export archive to ONNX, checked numerically"),
+    ("graphopt convert model.onnx -o model.json", "graphopt IR (+ .safetensors weights) for your own passes"),
+))
 @user_errors
 def convert(
     model: ModelArg,
@@ -154,7 +164,10 @@ def _reload_written(output: Path, files: list[Path]):
     return load_model(output)
 
 
-@app.command("passes")
+@app.command("passes", epilog=examples(
+    ("graphopt passes", "every built-in pass and installed plugin, with what it requires"),
+    ("graphopt passes -p my_passes", "also the passes your module my_passes registers"),
+))
 def list_passes(
     plugin: Annotated[list[str] | None, typer.Option("-p", "--pass-module", help="Also load passes from "
                                                      "pkg.mod or pkg.mod:fn.")] = None,
@@ -170,7 +183,12 @@ def list_passes(
     out.print(t)
 
 
-@app.command()
+@app.command(epilog=examples(
+    ("graphopt transform model.onnx -P \"(canonicalize,fold-constants,cse,dce)*,fuse-conv-bn\" -o out.onnx",
+     "clean up to a fixed point, then fold BatchNorm into the convolutions"),
+    ("graphopt transform net.onnx -p my_passes -P fuse-swish,dce -o net_opt.onnx", "run your own pass"),
+    ("graphopt transform net.onnx -P canonicalize --print-after all -o net.json", "see the graph after each pass"),
+))
 @user_errors
 def transform(
     model: ModelArg,

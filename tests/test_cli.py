@@ -72,3 +72,35 @@ def test_help_teaches():
     assert res.exit_code == 0
     for cmd in ("inspect", "convert", "passes", "transform", "optimize"):
         assert cmd in res.output
+
+
+def _leaf_commands(cmd, path=()):
+    if hasattr(cmd, "commands"):  # a group (typer may vendor its own click, so no isinstance check)
+        for name, sub in cmd.commands.items():
+            yield from _leaf_commands(sub, (*path, name))
+    else:
+        yield path, cmd
+
+
+def test_every_command_help_has_examples_that_parse():
+    """Each ``--help`` ends with examples, and each example parses against that command's real options (a
+    renamed or removed flag breaks this test, not the user who copies the example)."""
+    import shlex
+
+    import typer.main
+
+    root = typer.main.get_command(app)
+    leaves = dict(_leaf_commands(root))
+    assert {"optimize", "export", "score", "inspect"} <= {p[0] for p in leaves}
+    for path, cmd in leaves.items():
+        res = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "200"})
+        assert res.exit_code == 0 and "Examples:" in res.output, path
+        lines = [ln.strip() for ln in (cmd.epilog or "").splitlines() if ln.strip().startswith("graphopt ")]
+        assert lines, f"{path}: no example"
+        for line in lines:
+            argv = shlex.split(line.replace("\\[", "["))[1:]
+            assert tuple(argv[: len(path)]) == path, line
+            try:
+                cmd.make_context(" ".join(path), argv[len(path):])
+            except Exception as e:  # click's UsageError/BadParameter: unknown flag, missing option, bad value
+                raise AssertionError(f"example {line!r} does not parse: {e}") from None

@@ -20,6 +20,17 @@ InputShape = Annotated[list[str] | None, typer.Option(
                                 "wanted.")]
 
 
+def examples(*lines: tuple[str, str]) -> str:
+    """A ``--help`` epilog of runnable examples, each with why you would run it.
+
+    Each command line is followed by a dimmed comment saying why; brackets are escaped because the epilog is
+    rich markup.
+    """
+    from rich.markup import escape
+
+    return "Examples:\n\n" + "\n".join(f"  {escape(cmd)}\n    [dim]# {escape(why)}[/dim]" for cmd, why in lines)
+
+
 def user_errors(fn):
     """Turn user-input errors into one line on stderr and exit code 2 (no traceback)."""
 

@@ -8,11 +8,18 @@ from typing import Annotated
 
 import typer
 
-from .common import InputShape, ModelArg, console, out, user_errors
+from .common import InputShape, ModelArg, console, examples, out, user_errors
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("export")
+    @app.command("export", epilog=examples(
+        ("graphopt export model.onnx -o out.onnx", "default fp32 pipeline, verified against the original"),
+        ("graphopt export model.onnx --target generic-npu-int8 --calib cifar10 -o npu.onnx",
+         "static shapes, legal ops, folded BN, INT8 QDQ; report in npu.report.md"),
+        ("graphopt export model.onnx -t ethos-u55-like --calib images/ -s 1,3,96,96 -o npu.onnx",
+         "calibrate on your own image folder, pin the input shape"),
+        ("graphopt export net.onnx -p my_passes:my_pass -o net.onnx", "add your pass after the pipeline"),
+    ))
     @user_errors
     def export(
         model: ModelArg,
@@ -86,7 +93,9 @@ def register(app: typer.Typer) -> None:
             console.print(f"[bold red]error:[/] {why}; {output} not written", highlight=False)
             raise typer.Exit(1)
 
-    @app.command("targets")
+    @app.command("targets", epilog=examples(
+        ("graphopt targets", "name, opset range, op set and dtypes of each profile"),
+    ))
     @user_errors
     def targets() -> None:
         """List the built-in NPU target profiles (graphopt/profiles/*.toml) for `graphopt export --target`."""

@@ -8,11 +8,19 @@ from typing import Annotated
 
 import typer
 
-from .common import ModelArg, console, load_for_cli, out, user_errors
+from .common import ModelArg, console, examples, load_for_cli, out, user_errors
 
 
 def register(app: typer.Typer) -> None:
-    @app.command()
+    @app.command(epilog=examples(
+        ("graphopt optimize model.onnx -o out/", "5-minute search on the bundled CIFAR-10 subset"),
+        ("graphopt optimize model.onnx --data cifar10 --budget 20m -o out/", "full CIFAR-10 from the shared data"),
+        ("graphopt optimize model.onnx --target ethos-u55-like --budget 20m -o out/",
+         "accuracy against the NPU profile's latency estimate"),
+        ("graphopt optimize model.onnx --ranker proxy:nwot --budget 5m -o out/",
+         "rank mutants by a zero-cost proxy instead of fine-tuning them"),
+        ("graphopt optimize model.onnx --resume 20261206-153000-ab12cd", "continue a killed run"),
+    ))
     @user_errors
     def optimize(
         model: ModelArg,

@@ -7,14 +7,18 @@ from typing import Annotated
 
 import typer
 
-from .common import ModelArg, console, load_for_cli, out, user_errors
+from .common import ModelArg, console, examples, load_for_cli, out, user_errors
 
 
 def register(app: typer.Typer) -> None:
     predictor = typer.Typer(help="PSC accuracy predictor (AutoGO): train it on NAS-Bench-201, score models.",
                             no_args_is_help=True)
 
-    @predictor.command("train")
+    @predictor.command("train", epilog=examples(
+        ("graphopt predictor train", "reproduce the shipped weights (models/weights/psc_nb201.pt)"),
+        ("graphopt predictor train --limit 500 --epochs 5 -o psc_small.pt", "a quick run on 500 networks"),
+        ("graphopt predictor train --mode whole -o whole.pt", "the whole-graph GNN baseline"),
+    ))
     @user_errors
     def train(
         output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the weights (.pt).")]
@@ -64,7 +68,10 @@ def register(app: typer.Typer) -> None:
         pred.save(output)
         out.print(f"wrote {output} ({len(packed)} graphs, {pred.cfg.train_info['seconds']} s)")
 
-    @predictor.command("score")
+    @predictor.command("score", epilog=examples(
+        ("graphopt predictor score model.onnx", "predicted accuracy with the shipped NB201 weights"),
+        ("graphopt predictor score model.onnx --weights psc_small.pt", "with weights you trained"),
+    ))
     @user_errors
     def score(
         model: ModelArg,

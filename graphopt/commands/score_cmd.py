@@ -23,7 +23,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from .common import InputShape, ModelArg, console, load_for_cli, out, user_errors
+from .common import InputShape, ModelArg, console, examples, load_for_cli, out, user_errors
 
 #: Built-in proxies of graphopt.predictors.proxies (kept in sync by a test): the passes are declared from this
 #: list so that CLI start-up does not import torch.
@@ -137,7 +137,12 @@ def register_proxy_passes() -> None:
 def register(app: typer.Typer) -> None:
     register_proxy_passes()
 
-    @app.command()
+    @app.command(epilog=examples(
+        ("graphopt score model.onnx --proxy synflow,nwot,snip --json", "one JSON object: proxy name to score"),
+        ("graphopt score model.onnx --data cifar10 --batch 128 --seed 1", "another minibatch of the full data"),
+        ("graphopt score seq.onnx --data assoc_recall --proxy grad_norm,snip --batch 8",
+         "a token model on a sequence task"),
+    ))
     @user_errors
     def score(
         model: ModelArg,

@@ -20,7 +20,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .common import console, out, user_errors
+from .common import console, examples, out, user_errors
 
 STRATEGY_SPACE = {"xnas": "nb201", "darts": "nb201", "s3": "vit_tiny", "dps": "hrnet_lite"}
 
@@ -98,7 +98,12 @@ def _run(strategy: str, data: str | None, scale: float, seed: int) -> tuple[Any,
 
 
 def register(app: typer.Typer) -> None:
-    @app.command()
+    @app.command(epilog=examples(
+        ("graphopt search nb201 --strategy xnas -o out/", "XNAS on the NAS-Bench-201 supernet"),
+        ("graphopt search nb201 --strategy darts -o out/", "the DARTS baseline on the same supernet"),
+        ("graphopt search vit_tiny --strategy s3 --budget 10m -o out/", "S3 over ViT widths and depths"),
+        ("graphopt search hrnet_lite --strategy dps -o out/", "DPS on the HRNet-lite supernet"),
+    ))
     @user_errors
     def search(
         model: Annotated[str, typer.Argument(help="Space: nb201, vit_tiny, hrnet_lite, or a model file whose "

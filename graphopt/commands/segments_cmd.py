@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from .common import _fmt_int
+from .common import _fmt_int, examples
 
 
 def register(app: typer.Typer) -> None:
@@ -30,7 +30,10 @@ def register(app: typer.Typer) -> None:
     seg = typer.Typer(help="AutoGO segment mining: build a segment database from a corpus of models, inspect one.",
                       no_args_is_help=True)
 
-    @seg.command("build")
+    @seg.command("build", epilog=examples(
+        ("graphopt segments build a.onnx b.onnx -o seg.db", "mine segments from your own models"),
+        ("graphopt segments build --default -o seg.db", "rebuild the shipped database (zoo + NB201 cells)"),
+    ))
     @user_errors
     def build(
         corpus: Annotated[list[str] | None, typer.Argument(
@@ -79,7 +82,10 @@ def register(app: typer.Typer) -> None:
                   f"{output.stat().st_size / 1e6:.2f} MB; load {t1 - t0:.1f}s, mine {t2 - t1:.1f}s, "
                   f"dedup {t3 - t2:.1f}s", highlight=False, soft_wrap=True)
 
-    @seg.command("show")
+    @seg.command("show", epilog=examples(
+        ("graphopt segments show seg.db --top 10 --min-nodes 3", "the most frequent multi-node segments"),
+        ("graphopt segments show seg.db --segment 42", "one segment in full, with its IR"),
+    ))
     @user_errors
     def show(
         db_path: Annotated[Path, typer.Argument(help="Segment database (SQLite).", show_default=False)],
