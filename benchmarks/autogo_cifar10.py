@@ -187,20 +187,22 @@ def run_model(name: str, args: argparse.Namespace) -> dict:
             if line.strip():
                 r = json.loads(line)
                 trained.setdefault(r["key"], r["acc"])
-    rows = []
-    for label, row in [("original", seed_row), *picks]:
-        graph = g if label == "original" else graphs[row["hash"]]
-        accs = []
-        for s in range(args.seeds):
+    models = [("original", seed_row), *picks]
+    # seed-major order: an interrupted run leaves complete pairs (original and every pick on the same seeds)
+    for s in range(args.seeds):
+        for label, row in models:
             key = json.dumps([row["hash"], s, args.epochs, args.train_size])
             if key not in trained:
                 t1 = time.monotonic()
+                graph = g if label == "original" else graphs[row["hash"]]
                 acc = train_eval(graph, splits, args.epochs, s, args.threads)
                 trained[key] = acc
                 with open(work / "trainings.jsonl", "a") as fh:
                     fh.write(json.dumps({"key": key, "acc": acc, "seconds": time.monotonic() - t1}) + "\n")
                 print(f"  {label} seed {s}: test {100 * acc:.2f} ({time.monotonic() - t1:.0f} s)", flush=True)
-            accs.append(trained[key])
+    rows = []
+    for label, row in models:
+        accs = [trained[json.dumps([row["hash"], s, args.epochs, args.train_size])] for s in range(args.seeds)]
         rows.append({"model": name, "which": label, "hash": row["hash"], "flops": row["cost"],
                      "search_score": row["score"],
                      "flops_change_pct": 100 * (row["cost"] / seed_row["cost"] - 1),
