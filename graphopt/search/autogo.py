@@ -292,6 +292,14 @@ def optimize(
     progress: Callable[[dict[str, Any]], None] | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
+    """Run AutoGO on ``graph`` (the seed) and write best.onnx/.pt/.py, pareto.json and report.html to ``out_dir``.
+
+    ``run_dir`` holds the result store: every scored candidate is committed there at once, so calling again
+    with the same ``run_dir`` resumes instead of re-scoring. ``progress`` receives one event per scored
+    candidate (the CLI's progress bar); ``log`` receives human-readable lines. Returns the seed's and the
+    best candidate's rows (hash, score, cost, test accuracy), the files written and a summary dict. The
+    protocol is in the module docstring; the user guide is docs/optimize.md.
+    """
     from ..eval.data import load_dataset
     from ..eval.store import ResultStore
 
