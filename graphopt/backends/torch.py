@@ -64,6 +64,32 @@ def _lit(v: Any) -> str:
     return repr(v)
 
 
+def module_keys(names: list[str]) -> dict[str, str]:
+    """The attribute path of each constant in the emitted module.
+
+    It is the constant's own dotted name, so state_dict keys are the graph's constant names, except where
+    ``nn.Module`` cannot hold that path:
+    - a component that is an ``nn.Module`` attribute (``half``, ``train``, ``to``, ...; ``register_buffer``
+      refuses those) gets a ``_`` suffix — graphopt's own ONNX export names GELU's 0.5 ``half``;
+    - an empty component becomes ``_``;
+    - a tensor whose name is also a module path of another (``a`` and ``a.b``, as ONNX initializer names
+      allow) gets a ``_`` suffix.
+    """
+    import torch
+
+    reserved = set(dir(torch.nn.Module)) | {"training"}
+    keys = {n: ".".join("_" if not p else p + "_" if p in reserved else p for p in n.split(".")) for n in names}
+    prefixes = {".".join(k.split(".")[:i]) for k in keys.values() for i in range(1, k.count(".") + 1)}
+    taken = set(keys.values()) | prefixes
+    for n, k in keys.items():
+        if k in prefixes or (k != n and list(keys.values()).count(k) > 1):
+            while k in taken:
+                k += "_"
+            taken.add(k)
+            keys[n] = k
+    return keys
+
+
 def _attr_path(name: str) -> str:
     parts = name.split(".")
     expr = "self"
@@ -165,22 +191,24 @@ def to_python_source(graph: Graph, class_name: str = "GraphModule") -> str:
             state.append((v.name, v))
 
     init_lines.append("super().__init__()")
+    keys = module_keys(list(graph.constants))
     for name, v in state:
         assert v.type is not None
         shape = list(v.type.shape or ())
         dt = v.type.dtype.value
         if v.kind == "param" and v.type.dtype.is_float:
-            init_lines.append(f"_register(self, {name!r}, torch.nn.Parameter(torch.empty({shape}, dtype=torch.{dt})))")
+            init_lines.append(f"_register(self, {keys[name]!r}, torch.nn.Parameter(torch.empty({shape}, "
+                              f"dtype=torch.{dt})))")
         else:
-            init_lines.append(f"_register(self, {name!r}, torch.empty({shape}, dtype=torch.{dt}), buffer=True)")
+            init_lines.append(f"_register(self, {keys[name]!r}, torch.empty({shape}, dtype=torch.{dt}), buffer=True)")
     for name, v in inline:
-        init_lines.append(f"_register(self, {name!r}, {_lit(v.const)}, buffer=True, persistent=False)")
+        init_lines.append(f"_register(self, {keys[name]!r}, {_lit(v.const)}, buffer=True, persistent=False)")
 
     body: list[str] = []
     for name, v in state + inline:
         local = _ident(name, taken)
         var[id(v)] = local
-        body.append(f"{local} = {_attr_path(name)}")
+        body.append(f"{local} = {_attr_path(keys[name])}")
 
     # One statement per emitted node: (line, values it reads, values it defines).
     steps: list[tuple[str, list[Value], list[Value]]] = []
@@ -378,13 +406,13 @@ def load_source(source: str, class_name: str = "GraphModule", module_name: str |
 
 def to_torch(graph: Graph, class_name: str = "GraphModule"):
     """An ``nn.Module`` executing ``graph``, with the graph's weights loaded (trainable parameters)."""
-    _check_names(graph)
     src = to_python_source(graph, class_name)
     cls = load_source(src, class_name)
     model = cls()
     sd = {}
+    graph_name = {k: n for n, k in module_keys(list(graph.constants)).items()}
     for name in model.state_dict(keep_vars=True):
-        v = graph.constants.get(name)
+        v = graph.constants.get(graph_name.get(name, name))
         if v is None or v.const is None:
             raise KeyError(f"state entry {name!r} has no constant in graph {graph.name!r}")
         sd[name] = _tensor_of(v.const)
@@ -403,14 +431,3 @@ def _tensor_of(arr: np.ndarray):
     return torch.from_numpy(arr.copy())
 
 
-def _check_names(graph: Graph) -> None:
-    """Dotted names must form a tree: 'a.b' and 'a' cannot both be tensors (rename them first)."""
-    names = set(graph.constants)
-    for n in names:
-        parts = n.split(".")
-        for i in range(1, len(parts)):
-            if ".".join(parts[:i]) in names:
-                raise ValueError(f"constant names {'.'.join(parts[:i])!r} and {n!r} clash as module paths; "
-                                 f"rename one (graphopt.passes 'sanitize-names' does this)")
-        if any(p == "" for p in parts):
-            raise ValueError(f"constant name {n!r} has an empty path component; rename it")
