@@ -30,8 +30,13 @@ def load_model(
     example_inputs: tuple | None = None,
     input_shapes: dict[str, list[int | str]] | None = None,
     trust: bool = False,
+    dynamic_batch: bool = False,
 ) -> Graph:
-    """Lower ``source`` (a path, an ``nn.Module``, an ``ExportedProgram`` or an ``onnx.ModelProto``) to the IR."""
+    """Lower ``source`` (a path, an ``nn.Module``, an ``ExportedProgram`` or an ``onnx.ModelProto``) to the IR.
+
+    ``dynamic_batch`` (modules only): export with a symbolic batch dimension instead of the example's size, so
+    the graph runs at any batch (training, as ``graphopt optimize`` does, needs that).
+    """
     import torch
 
     if isinstance(source, Graph):
@@ -41,7 +46,7 @@ def load_model(
 
         if isinstance(source, torch.nn.Module) and example_inputs is None:
             raise ValueError("lowering an nn.Module needs example_inputs (a tuple of tensors)")
-        return from_torch(source, example_inputs)
+        return from_torch(source, example_inputs, dynamic_batch=dynamic_batch)
     try:
         import onnx
 

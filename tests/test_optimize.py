@@ -164,6 +164,23 @@ def test_short_train_inherit_mode_decides_whether_weights_are_written_back(inher
         assert "stem.0.weight" in changed and "head.weight" in changed
 
 
+def test_fixed_batch_model_and_corrupt_file_are_refused_and_leave_nothing(tmp_path):
+    """A model exported at a fixed batch size would fail deep inside training (its reshapes are traced at that
+    batch); optimize says so up front. Neither it nor a corrupt file leaves a run folder or outputs."""
+    torch.manual_seed(0)
+    g = from_torch(SmallNet().eval(), (torch.randn(2, 3, 32, 32),))  # static batch 2
+    fixed = tmp_path / "fixed.onnx"
+    to_onnx(g, path=fixed)
+    r = _run([str(fixed), "-o", str(tmp_path / "out"), *SMALL], tmp_path)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "batch size is fixed at 2" in r.stderr and "dynamic_batch=True" in r.stderr and "Traceback" not in r.stderr
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not an onnx file")
+    r = _run([str(bad), "-o", str(tmp_path / "out")], tmp_path)
+    assert r.returncode == 2 and "bad.onnx" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "graphopt-runs").exists() and not (tmp_path / "out").exists()
+
+
 def test_unknown_inherit_mode_is_refused_before_any_work(tmp_path):
     from graphopt.errors import GraphoptError
     from graphopt.search.autogo import OptimizeConfig, optimize

@@ -93,9 +93,7 @@ def register(app: typer.Typer) -> None:
                 cfg = OptimizeConfig(**saved)  # the run's own settings win, so resumed work stays comparable
         else:
             run_dir = Path("graphopt-runs") / new_run_id()
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(cfg.to_json()))
-        g = load_for_cli(model, input_shape)
+        g = load_for_cli(model, input_shape)  # a bad model file fails here, before anything is written
         console.print(f"run {run_dir} (resume with --resume {run_dir.name})")
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
                       TimeElapsedColumn(), console=console, transient=False) as prog:

@@ -308,6 +308,11 @@ def optimize(
     _check_model_matches_data(graph, splits)
     trainer = Trainer(splits, cfg)
     cost = _cost_fn(cfg.objective, cfg.target)
+    # The run folder is created only once the model, data and settings have been checked (a rejected input
+    # leaves nothing behind); config.json lets `--resume` restore these settings.
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / "config.json").exists():
+        atomic_write_bytes(run_dir / "config.json", json.dumps(cfg.to_json()).encode())
     store = ResultStore.open(run_dir)
     store.meta["config"] = cfg.to_json()
     screen = None
@@ -469,6 +474,13 @@ def _check_model_matches_data(graph: Graph, splits) -> None:
         raise GraphoptError(f"model input {graph.inputs[0].name} is {graph.inputs[0].type}, but dataset "
                             f"{splits.info.name} gives images of shape {list(want)}; pick matching --data or "
                             f"a model for it")
+    if isinstance(shp[0], int):  # reshapes traced at that batch would fail at another one, deep inside training
+        raise GraphoptError(
+            f"model input {graph.inputs[0].name} is {graph.inputs[0].type}: its batch size is fixed at {shp[0]}, "
+            f"but optimize trains and evaluates in batches of other sizes. Export the model with a dynamic batch "
+            f"dimension: graphopt.load(module, example_inputs=..., dynamic_batch=True), torch.export with "
+            f"dynamic_shapes={{...: {{0: torch.export.Dim('batch')}}}}, or an ONNX input whose dim 0 is a "
+            f"dim_param")
 
 
 def _write_outputs(out_dir: Path, evo: ParetoEvolution, front: list[Candidate], seed: Candidate,
