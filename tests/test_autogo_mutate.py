@@ -308,3 +308,124 @@ def test_zoo_resnet20_with_shipped_database():
         y = to_torch(m.graph).eval()(x)
         assert tuple(y.shape) == (2, 10)
     assert ok >= 4
+
+
+# ------------------------------------------------------------------------------------- token sequences
+class _MLP(torch.nn.Module):
+    """A transformer MLP block on (N, L, C) tokens: LayerNorm, Linear C->4C, GELU, Linear 4C->C, residual."""
+
+    def __init__(self, c: int = 192, hidden: int = 768) -> None:
+        super().__init__()
+        self.norm = torch.nn.LayerNorm(c)
+        self.fc1, self.fc2 = torch.nn.Linear(c, hidden), torch.nn.Linear(hidden, c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.fc2(torch.nn.functional.gelu(self.fc1(self.norm(x))))
+
+
+def _token_segment(c: int = 192, hidden: int = 768, L: int = 65) -> Graph:
+    from graphopt.frontends.torch import from_torch
+
+    torch.manual_seed(0)
+    return from_torch(_MLP(c, hidden).eval(), (torch.randn(2, L, c),))
+
+
+def test_token_segment_resolution_finds_the_known_optimum_and_runs():
+    """An MLP block mined at width 192 (hidden 768) fitted between width-256 tokens: the hidden width that
+    changes least from 768 within {2x, 1x, 1/2x} of 256 is 512, and the instantiated block runs."""
+    from graphopt.passes.autogo import propagatable
+    from graphopt.passes.autogo.resolution import is_token_segment
+
+    seg = _token_segment()
+    assert is_token_segment(seg) and propagatable(seg) is True
+    a = solve_resolution(seg, [(65, 256)], [(65, 256)])
+    assert a, a
+    fc1 = next(n for n in seg.nodes if n.op == "matmul")
+    assert a.shapes[fc1.outputs[0].name] == (512, 65, 1)
+    assert all(s[1] == 65 and s[2] == 1 for s in a.shapes.values())  # tokens are never resampled
+    rep = instantiate(seg, a, [TensorType(DType.float32, (3, 65, 256))], np.random.default_rng(0))
+    verify(rep)
+    x = torch.randn(3, 65, 256)
+    y = to_torch(rep).eval()(x)
+    assert tuple(y.shape) == (3, 65, 256) and torch.isfinite(y).all()
+    weights = {v.name: v.const for v in rep.constants.values() if v.const.ndim == 2}
+    assert sorted(w.shape for w in weights.values()) == [(256, 512), (512, 256)]
+    for w in weights.values():  # nn.Linear's default init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), not zeros
+        bound = 1 / np.sqrt(w.shape[1])
+        assert 0.3 * bound < np.abs(w).max() <= bound
+    assert not np.allclose(y.detach().numpy(), x.numpy())  # the new weights do something
+
+
+def test_token_segment_reports_infeasible_and_unsupported_cases():
+    from graphopt.passes.autogo import propagatable
+
+    from graphopt.frontends.torch import from_torch
+
+    seg = _token_segment()
+    bad = solve_resolution(seg, [(65, 256)], [(33, 256)])  # tokens cannot be dropped by a linear block
+    assert not bad and "no per-node L/C assignment maps inputs [(65, 256)] to outputs [(33, 256)]" in bad.reason
+
+    class Attn(torch.nn.Module):
+        def forward(self, x):
+            return torch.softmax(x @ x.transpose(1, 2), -1) @ x
+
+    att = from_torch(Attn().eval(), (torch.randn(2, 65, 64),))
+    why = propagatable(att)
+    assert isinstance(why, str) and "not supported by resolution propagation on tokens" in why
+
+
+def test_nlc_values_mark_tokens_but_not_conv1d_channels():
+    from graphopt.passes.autogo.resolution import nlc_values
+
+    from graphopt.frontends.torch import from_torch
+
+    class Mixed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(16, 16)
+            self.conv = torch.nn.Conv1d(16, 16, 3, padding=1)
+
+        def forward(self, x):  # x: (N, L, C) tokens; the conv sees (N, C, L)
+            h = torch.relu(self.fc(x))
+            return torch.relu(self.conv(h.transpose(1, 2)))
+
+    g = from_torch(Mixed().eval(), (torch.randn(2, 10, 16),))
+    marked = nlc_values(g)
+    by_op = {n.op: n for n in g.nodes}
+    assert id(by_op["matmul"].outputs[0]) in marked  # the linear layer's output
+    assert id(g.nodes[[n.op for n in g.nodes].index("relu")].outputs[0]) in marked  # through the activation
+    conv = by_op["conv"]
+    assert id(conv.inputs[0]) not in marked and id(conv.outputs[0]) not in marked
+    assert not any(id(o) in marked for o in g.outputs)  # relu after the conv is (N, C, L)
+
+
+def test_vit_mutants_fit_token_segments_and_keep_linear_layers_whole():
+    """On the zoo ViT with the shipped database, some mutants replace an MLP-like run by a token segment fitted
+    by propagation; every mutant verifies and runs, and no source splits a linear layer from its weight."""
+    from graphopt.passes.autogo import default_db_path, load_default_db
+
+    from graphopt import models
+    from graphopt.frontends.torch import from_torch
+
+    if not default_db_path().exists():
+        pytest.skip("shipped segment database not built yet")
+    db, vocab = load_default_db()
+    net = models.get("vit_tiny", seed=0).eval()
+    (x,) = models.example_inputs("vit_tiny", batch=2)
+    parent = from_torch(net, (x,))
+    producers = {o.name: n for n in parent.nodes for o in n.outputs}
+    rng = np.random.default_rng(0)
+    fits = []
+    for _ in range(12):
+        m = mutate(parent, db, vocab, rng)
+        if m is None:
+            continue
+        verify(m.graph)
+        assert tuple(to_torch(m.graph).eval()(x).shape) == (2, 10)
+        fits.append(m.mutation.fit)
+        src = set(m.mutation.source_nodes)
+        for name in src:  # a replaced matmul's weight transpose was replaced with it
+            n = next(n for n in parent.nodes if n.name == name)
+            if n.op == "matmul" and n.inputs[1].producer is not None and n.inputs[1].producer.op == "transpose":
+                assert producers[n.inputs[1].name].name in src
+    assert len(fits) >= 8 and fits.count("propagated") >= 4, fits

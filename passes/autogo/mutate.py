@@ -12,8 +12,10 @@ One call of :func:`mutate`:
 3. draws replacement candidates from the database: segments with the same number of inputs and outputs whose
    boundary resolutions match exactly (up to input/output permutation), plus segments fitted by resolution
    propagation (:mod:`.resolution`) when every boundary tensor of the source is a NCHW feature map
-   (:func:`~.resolution.nchw_values`; attention scores or NHWC tensors only take exact matches); a candidate
-   isomorphic to the source is skipped (no-op);
+   (:func:`~.resolution.nchw_values`) or every one is an ``(N, L, C)`` token tensor
+   (:func:`~.resolution.nlc_values`; attention scores, NHWC or mixed boundaries only take exact matches);
+   candidates whose boundary ranks differ from the source's are dropped, and a candidate isomorphic to the
+   source is skipped (no-op);
 4. instantiates the candidate with fresh weights, stitches it into a new graph (a cycle is detected while
    ordering and rejected), verifies the IR (:func:`graphopt.ir.verify`, which re-infers every shape) and
    checks the graph outputs keep their types.
@@ -47,7 +49,7 @@ from graphopt.ir.verify import VerificationError, verify
 
 from .mine import Vocabulary
 from .partition import Segment, partition
-from .resolution import Assignment, instantiate, nchw_values, solve_resolution
+from .resolution import Assignment, instantiate, nchw_values, nlc_values, solve_resolution, weight_transpose
 from .segdb import (
     CanonicalSegment,
     SegmentDB,
@@ -169,7 +171,8 @@ def _context(graph: Graph) -> _Ctx:
                 seen.add(id(m))
                 stack.extend(m.users())
         forbidden |= seen
-    ctx = _Ctx(order, _per_sample_flops(graph), forbidden, len(graph), {"nchw": nchw_values(graph)})
+    layouts = {"nchw": nchw_values(graph), "nlc": nlc_values(graph)}
+    ctx = _Ctx(order, _per_sample_flops(graph), forbidden, len(graph), layouts)
     _CACHE[graph] = ctx
     return ctx
 
@@ -190,6 +193,36 @@ def source_runs(segs: list[Segment], ctx: _Ctx, max_run: int = 3) -> list[tuple[
             flops += sum(ctx.flops.get(id(n), 0) for n in s.nodes)
             runs.append((i, k + 1, flops))
     return runs
+
+
+def _with_own_weights(nodes: list[Node]) -> list[Node]:
+    """A source keeps each linear layer whole: the ``transpose`` of a constant weight (how ``nn.Linear`` lowers)
+    joins the source when its matmul is in it and leaves it when its matmul is not. Otherwise the partition can
+    cut between them and the transposed weight becomes a boundary tensor that no database segment has."""
+    inside = {id(n) for n in nodes}
+    kept = [n for n in nodes if not (weight_transpose(n) and any(id(u) not in inside for u in n.users()))]
+    kept_ids = {id(n) for n in kept}
+    extra = []
+    for n in kept:
+        for v in n.inputs:
+            p = v.producer if v is not None else None
+            if p is not None and id(p) not in kept_ids and weight_transpose(p) and all(
+                    id(u) in kept_ids for u in p.users()):
+                kept_ids.add(id(p))
+                extra.append(p)
+    return extra + kept if extra or len(kept) != len(nodes) else nodes
+
+
+def _same_dim0(a: Value, b: Value) -> bool:
+    """Equal leading dims: both symbolic (a batch) or the same number."""
+    da, db = (a.shape or (None,))[0] if a.shape else None, (b.shape or (None,))[0] if b.shape else None
+    if isinstance(da, int) or isinstance(db, int):
+        return da == db
+    return True
+
+
+def _ranks(shapes) -> list[int]:
+    return sorted(-1 if s is None else len(s) for s in shapes)
 
 
 def _perms(cands: list[tuple], want: list[tuple]) -> list[tuple[int, ...]]:
@@ -410,7 +443,10 @@ def mutate(graph: Graph, db: SegmentDB, vocab: Vocabulary | None = None, rng=Non
             i, L, _f = runs[int(rng.integers(len(runs)))]
             selection = "random"
         run = segs[i:i + L]
-        src_nodes = [n for s in run for n in s.nodes]
+        src_nodes = _with_own_weights([n for s in run for n in s.nodes])
+        if not src_nodes:
+            why.append(f"source {[s.names for s in run]}: only weights of layers outside it")
+            continue
         try:
             cs = canonical_segment(graph, src_nodes)
         except IRError as e:
@@ -421,14 +457,17 @@ def mutate(graph: Graph, db: SegmentDB, vocab: Vocabulary | None = None, rng=Non
             continue
         in_res = [resolution(v.shape) for v in cs.inputs]
         out_res = [resolution(v.shape) for v in cs.outputs]
-        # Resolution propagation only where the source's boundary is made of NCHW feature maps.
-        nchw = ctx.extra["nchw"]
+        # Resolution propagation only where the source's boundary is made of NCHW feature maps or of tokens.
+        boundary = (*cs.inputs, *cs.outputs)
         can_prop: bool | str = allow_propagation
-        if allow_propagation and not all(id(v) in nchw for v in (*cs.inputs, *cs.outputs)):
-            can_prop = "the source boundary is not a NCHW feature map (resolution propagation needs one)"
+        if allow_propagation and not any(all(id(v) in ctx.extra[k] for v in boundary) for k in ("nchw", "nlc")):
+            can_prop = ("the source boundary is neither all NCHW feature maps nor all (N, L, C) tokens "
+                        "(resolution propagation needs one of them)")
         cands = db.query(len(cs.inputs), len(cs.outputs), in_res, out_res,
                          mode="any" if can_prop is True else "exact", max_nodes=max_nodes)
-        cands = [r for r in cands if not (r.key == cs.key and isomorphic(r.nx(), cs.nx))]  # not the source
+        ranks = (_ranks(in_res), _ranks(out_res))
+        cands = [r for r in cands if not (r.key == cs.key and isomorphic(r.nx(), cs.nx))  # not the source
+                 and (_ranks(r.in_shapes), _ranks(r.out_shapes)) == ranks]
         if not cands:
             why.append(f"no database segment has {len(cs.inputs)} input(s) and {len(cs.outputs)} output(s) "
                        f"fitting {in_res} -> {out_res}")
@@ -461,7 +500,9 @@ def _try_candidate(graph: Graph, cs: CanonicalSegment, run: list[Segment], rec: 
         why.append(f"segment #{rec.id}: cannot instantiate ({e})")
         return None
     for rv, pv in zip(rep.outputs, outs, strict=True):
-        if resolution(rv.shape) != resolution(pv.shape) or rv.dtype != pv.dtype:
+        # dim 0 too: it is the batch only for activations; a shape vector's length (e.g. the (3,) target of an
+        # expand) must not change either
+        if resolution(rv.shape) != resolution(pv.shape) or rv.dtype != pv.dtype or not _same_dim0(rv, pv):
             why.append(f"segment #{rec.id}: output {rv.type} does not match {pv.type}")
             return None
     rep_nx = segment_nx(rep)
