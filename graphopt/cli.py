@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(
@@ -137,7 +138,7 @@ def convert(
     if check:
         ref = model if model.suffix == ".onnx" else g
         rep = verify(ref, _reload_written(output, files))
-        console.print(f"verify: {rep}")
+        console.print(f"verify: {rep}", markup=False)
         if not rep.ok:
             for f in files:
                 f.unlink(missing_ok=True)
@@ -223,7 +224,7 @@ def transform(
                   "[red]failed[/]" if s["failed"] else "ok")
     console.print(t)
     for r in res.failed:
-        console.print(f"[yellow]skipped:[/] {r.error}")
+        console.print(f"[yellow]skipped:[/] {escape(str(r.error))}")
     for f in save_model(res.graph, output, opset=opset):
         out.print(f"wrote {f}")
 

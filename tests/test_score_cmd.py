@@ -190,3 +190,32 @@ def test_proxy_passes_reach_the_registry_from_python_through_the_entry_point():
 
     assert get_pass("proxy-synflow").name == "proxy-synflow"
     assert {"proxy-snip", "proxy-grad-norm", "proxy-nwot"} <= set(all_passes())
+
+
+def test_all_skips_proxies_that_do_not_apply_and_keeps_the_rest(tmp_path):
+    """``--proxy all`` on a model without ReLUs: NASWOT is undefined, so it is null with a warning naming why,
+    and every other proxy still equals its direct computation. Asking for nwot alone is still an error."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.GELU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(8, 10)).eval()
+    g = from_torch(net, (torch.randn(2, 3, 32, 32),), dynamic_batch=True)
+    path = save(g, tmp_path / "gelu.json")
+    res = runner.invoke(app, ["score", str(path), "--batch", str(BATCH), "--json"])
+    assert res.exit_code == 0, res.output
+    got = json.loads(res.stdout)
+    assert set(got) == set(proxies.names()) and got["nwot"] is None
+    assert "skipped nwot" in res.stderr and "no ReLU" in res.stderr
+    x, y = demo_batch(BATCH, 0)
+    for name in ("synflow", "snip", "params"):
+        assert close(got[name], proxies.compute(name, net, (x, y), seed=0).score), name
+    res = runner.invoke(app, ["score", str(path), "--proxy", "nwot", "--json"])
+    assert res.exit_code == 2 and "no ReLU" in res.output and "Traceback" not in res.output
+
+
+def test_error_messages_keep_bracketed_shapes(tmp_path):
+    """Rich markup must not eat ``[batch,32]`` from a message (it looks like a style tag): a token model of
+    length 32 scored on the length-20 assoc_recall task names both shapes."""
+    g = from_torch(token_net(), (torch.randint(0, 64, (2, 32)),), dynamic_batch=True)
+    path = save(g, tmp_path / "tokens32.json")
+    res = runner.invoke(app, ["score", str(path), "--data", "assoc_recall", "--proxy", "snip"])
+    assert res.exit_code == 2 and "int64[batch,32]" in res.output and "(20,)" in res.output, res.output

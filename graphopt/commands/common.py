@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 console = Console(stderr=True)
 out = Console()
@@ -26,8 +27,6 @@ def examples(*lines: tuple[str, str]) -> str:
     Each command line is followed by a dimmed comment saying why; brackets are escaped because the epilog is
     rich markup.
     """
-    from rich.markup import escape
-
     return "Examples:\n\n" + "\n".join(f"  {escape(cmd)}\n    [dim]# {escape(why)}[/dim]" for cmd, why in lines)
 
 
@@ -42,7 +41,7 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except (*USER_ERRORS, PassError) as e:
-            console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from .common import InputShape, ModelArg, console, examples, out, user_errors
 
@@ -66,7 +67,7 @@ def register(app: typer.Typer) -> None:
                                bias_correction=bias_correction,
                                out=sys.stdout, progress=lambda m: status.update(m))
         for w in rep.warnings[:10]:
-            console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
+            console.print(f"[yellow]warning:[/] {escape(str(w))}", highlight=False, soft_wrap=True)
         if rep.fp32:
             console.print(f"fp32 check: {'OK' if rep.fp32['ok'] else 'MISMATCH'}, max abs err "
                           f"{rep.fp32['max_abs_err']:.3g}", highlight=False)
@@ -81,7 +82,7 @@ def register(app: typer.Typer) -> None:
         if rep.violations:
             console.print(f"[bold red]{len(rep.violations)} violation(s)[/] of {rep.target}:", highlight=False)
             for v in rep.violations[:20]:
-                console.print(f"  {v['node']} ({v['op']}): {v['rule']}: {v['detail']}", highlight=False,
+                console.print(f"  {v['node']} ({v['op']}): {v['rule']}: {v['detail']}", highlight=False, markup=False,
                               soft_wrap=True)
             if len(rep.violations) > 20:
                 console.print(f"  ... {len(rep.violations) - 20} more in the report", highlight=False)
@@ -90,7 +91,7 @@ def register(app: typer.Typer) -> None:
         if not rep.ok:
             why = "violations remain (use --allow-violations to write the model anyway)" if rep.status == \
                 "violations" else "the exported model does not reproduce the original"
-            console.print(f"[bold red]error:[/] {why}; {output} not written", highlight=False)
+            console.print(f"[bold red]error:[/] {escape(f'{why}; {output} not written')}", highlight=False)
             raise typer.Exit(1)
 
     @app.command("targets", epilog=examples(

@@ -107,13 +107,13 @@ def register(app: typer.Typer) -> None:
 
             try:
                 res = run_optimize(g, output, cfg, run_dir=run_dir, progress=progress,
-                                   log=lambda s: prog.console.print(s))
+                                   log=lambda s: prog.console.print(s, markup=False))
             except KeyboardInterrupt:
                 console.print(f"interrupted; finished candidates are saved. Continue with --resume {run_dir.name}")
                 raise typer.Exit(130) from None
             prog.update(task, completed=cfg.iterations)
         for k, v in res["summary"].items():
-            out.print(f"{k}: {v}")
+            out.print(f"{k}: {v}", markup=False)
         for f in res["files"]:
             out.print(f"wrote {f}")
 

@@ -63,7 +63,7 @@ def register(app: typer.Typer) -> None:
                               progress=lambda i, n: console.print(f"  {i}/{n} networks lowered"))
         cfg = PSCConfig(mode=mode, epochs=epochs, splits_per_graph=splits_per_graph, lr=lr, batch_size=batch_size,
                         seed=seed, effective=effective)
-        pred = train_predictor(packed, cfg, log=lambda s: console.print("  " + s))
+        pred = train_predictor(packed, cfg, log=lambda s: console.print("  " + s, markup=False))
         pred.cfg.train_info.update({"data": data, "cells_per_stage": cells, "limit": limit})
         pred.save(output)
         out.print(f"wrote {output} ({len(packed)} graphs, {pred.cfg.train_info['seconds']} s)")

@@ -21,6 +21,7 @@ import time
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from .common import InputShape, ModelArg, console, examples, load_for_cli, out, user_errors
@@ -53,13 +54,15 @@ def _finite(v: float) -> float | None:
     return float(v) if math.isfinite(v) else None
 
 
-def compute_scores(graph: Any, names: list[str], data: str | None, batch: int, seed: int) -> tuple[dict, Any, Any]:
-    """``({name: ProxyResult}, GraphProxyNet, ProxyBatch)`` for ``graph`` (one shared batch for all proxies)."""
+def compute_scores(graph: Any, names: list[str], data: str | None, batch: int, seed: int,
+                   errors: dict[str, str] | None = None) -> tuple[dict, Any, Any]:
+    """``({name: ProxyResult}, GraphProxyNet, ProxyBatch)`` for ``graph`` (one shared batch for all proxies);
+    with ``errors`` a proxy that cannot be computed is reported there instead of raising."""
     from ..predictors.proxies.passes import GraphProxyNet, proxy_batch, score_graph
 
     pb = proxy_batch(graph, data, batch, seed)
     net = GraphProxyNet(graph)
-    return score_graph(graph, names, pb, seed=seed, net=net), net, pb
+    return score_graph(graph, names, pb, seed=seed, net=net, errors=errors), net, pb
 
 
 def proxy_summary(graph: Any, spec: str, data: str | None = None, batch: int = 64, seed: int = 0) -> dict:
@@ -166,16 +169,21 @@ def register(app: typer.Typer) -> None:
         names = parse_proxy_list(proxy)
         g = load_for_cli(model, input_shape, trust_pickle)
         t0 = time.perf_counter()
-        results, _, pb = compute_scores(g, names, data, batch, seed)
+        # 'all' means every proxy that applies: one undefined for this model (NASWOT without ReLUs, a proxy
+        # needing labels on random inputs) is reported as null with a warning instead of failing the rest
+        errors: dict[str, str] | None = {} if proxy.strip() == "all" else None
+        results, _, pb = compute_scores(g, names, data, batch, seed, errors)
         console.print(f"proxy inputs: {pb.source}" + (f"; {pb.note}" if pb.note else "") +
-                      f" ({time.perf_counter() - t0:.1f} s)", highlight=False)
-        scores = {n: _finite(r.score) for n, r in results.items()}
+                      f" ({time.perf_counter() - t0:.1f} s)", highlight=False, markup=False)
+        for n, why in (errors or {}).items():
+            console.print(f"[yellow]skipped {n}:[/] {escape(why)}", highlight=False, soft_wrap=True)
+        scores = {n: _finite(results[n].score) if n in results else None for n in names}
         if as_json:
             sys.stdout.write(json.dumps(scores) + "\n")
             sys.stdout.flush()
             return
         t = Table("proxy", "score", "better", title=f"Zero-cost proxies of {model.name}")
         for n, v in scores.items():
-            t.add_row(n, "nan" if v is None else f"{v:.6g}",
+            t.add_row(n, "skipped" if errors and n in errors else "nan" if v is None else f"{v:.6g}",
                       "higher" if proxies.spec(n).higher_is_better else "lower")
         out.print(t)

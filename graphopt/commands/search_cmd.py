@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from .common import console, examples, out, user_errors
 
@@ -42,7 +43,7 @@ def _run(strategy: str, data: str | None, scale: float, seed: int) -> tuple[Any,
         fn = xnas_search if strategy == "xnas" else darts_search
         epochs = max(1, round(4 * scale))
         r = fn(data=data or "cifar10", C=8, N=1, epochs=epochs, n_search=1000, batch=64, seed=seed, downsample=2,
-               log=lambda m: console.print(m))
+               log=lambda m: console.print(m, markup=False))
         report = {"arch": r.arch, "path": r.path, "trajectory": r.trajectory, "extra": r.extra}
         if strategy == "xnas":
             from ..supernet import NB201_EDGES
@@ -71,7 +72,7 @@ def _run(strategy: str, data: str | None, scale: float, seed: int) -> tuple[Any,
         rng = random.Random(seed)
         limit = max(vit_params(config(space, rng, net.max_depth), net) for _ in range(200))
         r = s3_search(net, space, train, val, steps_per_phase=max(10, int(150 * scale)), evolution_steps=2,
-                      n_samples=6, top_k=2, param_limit=limit, seed=seed, log=lambda m: console.print(m))
+                      n_samples=6, top_k=2, param_limit=limit, seed=seed, log=lambda m: console.print(m, markup=False))
         return r.graph, {"supernet_val_error": r.error, "params": r.params, "seconds": r.seconds}, \
             {"path": r.path, "spaces": r.spaces, "evolution": r.evolution}
     if strategy == "dps":
@@ -91,7 +92,7 @@ def _run(strategy: str, data: str | None, scale: float, seed: int) -> tuple[Any,
         torch.manual_seed(seed)
         net = DPSHRNet()
         r = dps_search(net, nb, val[:1], val[1:], steps=max(4, int(40 * scale)), seed=seed,
-                       log=lambda m: console.print(m))
+                       log=lambda m: console.print(m, markup=False))
         return dps_path_graph(net, r.path), {"supernet_val_miou": r.val_miou, "updates": r.updates,
                                              "seconds": r.seconds}, {"path": r.path, "stages": r.stages}
     raise typer.BadParameter(f"--strategy {strategy!r}: use xnas, darts, s3 or dps")
@@ -148,7 +149,7 @@ def register(app: typer.Typer) -> None:
                 try:
                     files += save_model(graph, output / f"best{suffix}")
                 except Exception as e:  # noqa: BLE001 - report which format failed, keep the others
-                    console.print(f"[yellow]could not write best{suffix}: {e}[/]")
+                    console.print(f"[yellow]could not write best{suffix}: {escape(str(e))}[/]")
             report = {"strategy": strategy, "model": model, "budget": budget, "seed": seed, "metrics": metrics,
                       "expanded": expanded, **report}
             (output / "report.json").write_text(json.dumps(report, indent=1, default=str))

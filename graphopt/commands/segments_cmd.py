@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from .common import _fmt_int, examples
 
@@ -113,8 +114,8 @@ def register(app: typer.Typer) -> None:
                 out.print_json(json.dumps({**doc, "ir": r.ir}))
                 return
             for k, v in doc.items():
-                out.print(f"[bold]{k}[/]: {v}", highlight=False)
-            out.print(r.graph().format(), highlight=False)
+                out.print(f"[bold]{k}[/]: {escape(str(v))}", highlight=False)
+            out.print(r.graph().format(), highlight=False, markup=False)
             return
         recs = [r for r in db if r.n_nodes >= min_nodes][:top]
         sizes = [r.n_nodes for r in db]

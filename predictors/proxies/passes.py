@@ -619,17 +619,30 @@ def score_graph(
     seed: int = 0,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = sequence_aware_ce,
     net: GraphProxyNet | None = None,
+    errors: dict[str, str] | None = None,
 ) -> dict[str, ProxyResult]:
-    """Every proxy of ``proxy_names`` on ``graph`` for one batch (same ``seed`` semantics as :func:`compute`)."""
+    """Every proxy of ``proxy_names`` on ``graph`` for one batch (same ``seed`` semantics as :func:`compute`).
+
+    A proxy that cannot be computed (needs labels the batch lacks, is undefined for the model, e.g. NASWOT
+    without ReLUs) raises :class:`ProxyInputError` naming it, unless ``errors`` is given: then its message is
+    stored there and the others are still returned (``graphopt score --proxy all`` does this).
+    """
     _check_names(proxy_names)
+    failed: dict[str, str] = {}
     for p in proxy_names:
+        msg = None
         if spec(p).needs_targets and batch.targets is None:
-            raise ProxyInputError(
-                f"proxy {p!r} needs labelled data, but the inputs are {batch.note or batch.source}; pass a dataset "
-                f"whose samples fit the model (--data cifar10, a sequence task such as assoc_recall, or a path)")
-        if p == "jacob_cov" and not batch.inputs.is_floating_point():
-            raise ProxyInputError(f"proxy 'jacob_cov' differentiates the output with respect to the input, which "
-                                  f"needs float inputs; the inputs are {batch.inputs.dtype} ({batch.source})")
+            msg = (f"proxy {p!r} needs labelled data, but the inputs are {batch.note or batch.source}; pass a "
+                   f"dataset whose samples fit the model (--data cifar10, a sequence task such as assoc_recall, or "
+                   f"a path)")
+        elif p == "jacob_cov" and not batch.inputs.is_floating_point():
+            msg = (f"proxy 'jacob_cov' differentiates the output with respect to the input, which needs float "
+                   f"inputs; the inputs are {batch.inputs.dtype} ({batch.source})")
+        if msg is not None:
+            if errors is None:
+                raise ProxyInputError(msg)
+            failed[p] = msg
+    proxy_names = [p for p in proxy_names if p not in failed]
     net = net if net is not None else GraphProxyNet(graph)
     if len(proxy_names) > 1:
         # one model copy, one forward and one loss backward shared by the proxies (see .shared); on an error
@@ -652,9 +665,14 @@ def score_graph(
                 hint = (f" The graph may have a fixed batch size ({v.name}: {v.type}): {one}re-export the model "
                         f"with a dynamic batch dimension (e.g. from_torch(..., dynamic_batch=True))"
                         + ("" if one else f" or pass --batch {dims[0]}"))
-            raise ProxyInputError(
+            err = ProxyInputError(
                 f"proxy {p!r} failed on graph {graph.name!r} with inputs of shape {tuple(batch.inputs.shape)} "
-                f"({batch.source}): {type(e).__name__}: {msg}.{hint}") from e
+                f"({batch.source}): {type(e).__name__}: {msg}.{hint}")
+            if errors is None:
+                raise err from e
+            failed[p] = str(err)
+    if errors is not None:
+        errors.update(failed)
     return out
 
 
