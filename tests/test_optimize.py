@@ -277,3 +277,23 @@ def test_unknown_ranker_or_proxy_is_refused_with_the_choices():
     with pytest.raises(GraphoptError, match="proxy:<name>"):
         OptimizeConfig(ranker="zero-cost")
     assert OptimizeConfig(ranker="proxy:synflow").ranker == "proxy:synflow"
+
+
+def test_sequence_task_scores_by_token_accuracy():
+    """A token model on assoc_recall is scored by token accuracy (the task's primary metric), not by the
+    classification key that sequence metrics lack (every candidate used to score 0.0)."""
+    from graphopt.backends.torch import to_torch
+    from graphopt.eval.data import load_dataset
+    from graphopt.eval.train import evaluate
+    from graphopt.search.autogo import OptimizeConfig, Trainer
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Embedding(64, 32), nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 64)).eval()
+    splits = load_dataset("assoc_recall", seed=0, train_size=512)
+    L = splits.info.input_shape[0]
+    g = from_torch(net, (torch.randint(0, 64, (2, L)),), dynamic_batch=True)
+    cfg = OptimizeConfig(data="assoc_recall", score_steps=30, inherit="trained", lr=0.05)
+    res = Trainer(splits, cfg).short_train(g)  # trained weights written back into g
+    want = evaluate(to_torch(g), splits.val, batch_size=256)["token_accuracy"]
+    assert res["val_accuracy"] == pytest.approx(want) and res["score"] == res["val_accuracy"]
+    assert res["val_accuracy"] > 1.5 / splits.info.num_classes  # it learned something: the metric is live

@@ -31,10 +31,12 @@ import torch.nn.functional as F
 from graphopt.eval.data import ArrayDataset, BatchLoader, DatasetInfo, Splits
 
 __all__ = [
+    "PRIMARY_METRIC",
     "TrainConfig",
     "TrainResult",
     "default_threads",
     "evaluate",
+    "primary_metric",
     "inherit_weights",
     "seed_everything",
     "train_model",
@@ -242,6 +244,20 @@ def _correct(logits: torch.Tensor, y: torch.Tensor, info: DatasetInfo) -> tuple[
     pred = logits.argmax(-1 if info.task == "sequence" else 1)
     valid = y != info.ignore_index
     return int(((pred == y) & valid).sum()), int(valid.sum())
+
+
+#: the metric each task is judged by (higher is better): what a search scores and compares candidates with
+PRIMARY_METRIC = {"classification": "accuracy", "segmentation": "miou", "sequence": "token_accuracy"}
+
+
+def primary_metric(metrics: dict[str, float], task: str) -> float:
+    """The task's :data:`PRIMARY_METRIC` from :func:`evaluate`'s output (0.0 for an empty split)."""
+    if not metrics:
+        return 0.0
+    key = PRIMARY_METRIC.get(task)
+    if key is None or key not in metrics:
+        raise KeyError(f"no primary metric for task {task!r} in {sorted(metrics)}")
+    return float(metrics[key])
 
 
 @torch.inference_mode()

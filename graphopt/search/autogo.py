@@ -30,6 +30,9 @@ Protocol (documented so results are reproducible):
    on 156 ResNet-20 mutants with known scores (``benchmarks/ponas_mutants.py``), its picks of 1 in 3 average
    the 52.5th percentile (random 50, snip alone 59.6): an option for the issue's interchangeable rankers, not
    a better default.
+   Scores and final results use the task's primary metric (:data:`graphopt.eval.train.PRIMARY_METRIC`):
+   accuracy for classification, token accuracy for sequence tasks (e.g. ``--data assoc_recall`` with a token
+   model), mIoU for segmentation; the ``val_accuracy``/``test_accuracy`` fields hold that metric.
 2. Cost is FLOPs (registry rules, batch 1), onnxruntime latency (1 thread, median of 20), or a target NPU
    profile's analytic latency (``--target``, :mod:`graphopt.npu.latency`).
 3. After the search, the original and the top ``final_k`` Pareto candidates are trained with one identical
@@ -224,7 +227,7 @@ class Trainer:
 
     def short_train(self, graph: Graph) -> dict[str, Any]:
         from ..backends.torch import to_torch
-        from ..eval.train import TrainConfig, evaluate, train_model
+        from ..eval.train import TrainConfig, evaluate, primary_metric, train_model
 
         m = to_torch(graph)
         tc = TrainConfig(steps=self.cfg.score_steps, batch_size=self.cfg.batch_size, lr=self.cfg.lr,
@@ -239,7 +242,7 @@ class Trainer:
             _write_back(graph, m)
         losses = res.step_losses
         tail = losses[-max(1, len(losses) // 4):]
-        acc = float(val.get("accuracy", 0.0))
+        acc = primary_metric(val, self.splits.info.task)  # accuracy; token accuracy / mIoU for other tasks
         return {"score": -float(np.mean(tail)) if self.cfg.ranker == "tse" else acc, "val_accuracy": acc,
                 "tse_e": float(np.sum(tail)), "train_seconds": res.train_time,
                 "steps": res.steps, "eval_seconds": eval_s}
@@ -258,7 +261,7 @@ class Trainer:
 
     def final_train(self, graph: Graph, epochs: float | None = None) -> dict[str, Any]:
         from ..backends.torch import to_torch
-        from ..eval.train import TrainConfig, evaluate, train_model
+        from ..eval.train import TrainConfig, evaluate, primary_metric, train_model
 
         m = to_torch(graph)
         tc = TrainConfig(epochs=epochs or self.cfg.final_epochs, batch_size=self.cfg.batch_size, lr=self.cfg.lr,
@@ -266,7 +269,7 @@ class Trainer:
         res = train_model(m, self.splits.train, tc)
         test = evaluate(m, self.splits.test, batch_size=256)
         _write_back(graph, m)
-        return {"test_accuracy": float(test.get("accuracy", 0.0)), "final_status": res.status}
+        return {"test_accuracy": primary_metric(test, self.splits.info.task), "final_status": res.status}
 
 
 def _mutator(db_path: str | None) -> Callable[[Graph, random.Random], tuple[Graph, list[Any]] | None]:
@@ -465,7 +468,7 @@ def _check_model_matches_data(graph: Graph, splits) -> None:
     from ..errors import GraphoptError
 
     if len(graph.inputs) != 1:
-        raise GraphoptError(f"optimize trains on an image dataset: the model must have one input, it has "
+        raise GraphoptError(f"optimize trains on one dataset input: the model must have one input, it has "
                             f"{len(graph.inputs)} ({', '.join(v.name for v in graph.inputs)})")
     shp = graph.inputs[0].type.shape if graph.inputs[0].type else None
     want = tuple(splits.info.input_shape)
