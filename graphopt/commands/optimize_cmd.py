@@ -94,7 +94,6 @@ def register(app: typer.Typer) -> None:
         else:
             run_dir = Path("graphopt-runs") / new_run_id()
         g = load_for_cli(model, input_shape)  # a bad model file fails here, before anything is written
-        console.print(f"run {run_dir} (resume with --resume {run_dir.name})")
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
                       TimeElapsedColumn(), console=console, transient=False) as prog:
             task = prog.add_task("search", total=cfg.iterations, info="scoring the original model")

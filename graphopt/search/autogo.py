@@ -317,6 +317,7 @@ def optimize(
     if not (run_dir / "config.json").exists():
         atomic_write_bytes(run_dir / "config.json", json.dumps(cfg.to_json()).encode())
     store = ResultStore.open(run_dir)
+    log(f"run {run_dir} (every scored candidate is saved there; resume with --resume {run_dir.name})")
     store.meta["config"] = cfg.to_json()
     screen = None
     if cfg.ranker in ("train", "tse", "ponas"):
