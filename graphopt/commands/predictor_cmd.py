@@ -58,9 +58,15 @@ def register(app: typer.Typer) -> None:
             raise GraphoptError(f"--mode {mode!r}: choose psc or whole")
         if threads:
             torch.set_num_threads(threads)
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
         console.print("building/loading NB201 features (first run: a few minutes, then cached)...")
-        packed = nb201_packed(C=16, N=cells, limit=limit, effective=effective,
-                              progress=lambda i, n: console.print(f"  {i}/{n} networks lowered"))
+        with Progress(TextColumn("[bold]lowering NB201 networks"), BarColumn(), MofNCompleteColumn(),
+                      TimeRemainingColumn(), console=console) as prog:
+            task = prog.add_task("lower", total=None)
+            packed = nb201_packed(C=16, N=cells, limit=limit, effective=effective,
+                                  progress=lambda i, n: prog.update(task, completed=i, total=n))
+            prog.update(task, completed=len(packed), total=len(packed))  # also when read from the cache
         cfg = PSCConfig(mode=mode, epochs=epochs, splits_per_graph=splits_per_graph, lr=lr, batch_size=batch_size,
                         seed=seed, effective=effective)
         pred = train_predictor(packed, cfg, log=lambda s: console.print("  " + s, markup=False))

@@ -63,12 +63,17 @@ def register(app: typer.Typer) -> None:
             raise GraphoptError("segments build: give corpus items (files, zoo:NAME, nb201:N) or --default")
         if vocab_size < 1:
             raise GraphoptError(f"--vocab-size must be positive, got {vocab_size}")
+        from rich.progress import MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
         t0 = time.perf_counter()
         names, graphs = [], []
-        for name, g in corpus_graphs(items):
-            names.append(name)
-            graphs.append(g)
-            console.print(f"  loaded {name}: {len(g)} nodes", highlight=False)
+        with Progress(SpinnerColumn(), TextColumn("[bold]loading corpus"), MofNCompleteColumn(),
+                      TextColumn("{task.fields[last]}"), TimeElapsedColumn(), console=console) as prog:
+            task = prog.add_task("load", total=None, last="")
+            for name, g in corpus_graphs(items):
+                names.append(name)
+                graphs.append(g)
+                prog.update(task, advance=1, last=escape(f"{name}: {len(g)} nodes"))
         t1 = time.perf_counter()
         vocab = mine(graphs, vocab_size, max_piece_len=max_piece_len, min_frequency=min_frequency)
         t2 = time.perf_counter()
