@@ -62,6 +62,16 @@ def inspect(
 
     g = load_for_cli(model, input_shape, trust_pickle)
     total = annotate_costs(g)
+    shown = g  # the graph whose costs are reported
+    flops_note = None
+    if total.flops is None and _only_batch_symbolic(g):
+        # the usual convention (and what optimize compares): FLOPs per sample, with the batch dim bound to 1
+        from .ir.infer import set_input_shapes
+
+        shown = g.copy()
+        set_input_shapes(shown, {v.name: [1, *v.type.shape[1:]] for v in shown.inputs})
+        total = annotate_costs(shown)
+        flops_note = "per sample (symbolic batch bound to 1)"
     hist = Counter(n.op for n in g.nodes)
     summary = {
         "model": str(model),
@@ -72,10 +82,12 @@ def inspect(
         "flops": total.flops,
         "ops": dict(hist.most_common()),
     }
+    if flops_note:
+        summary["flops_note"] = flops_note
     if nodes:
         summary["node_table"] = [
             {"name": n.name, "op": n.op, "inputs": [None if v is None else str(v.type) for v in n.inputs],
-             "outputs": [str(o.type) for o in n.outputs], **n.meta["cost"]} for n in g.nodes]
+             "outputs": [str(o.type) for o in n.outputs], **n.meta["cost"]} for n in shown.nodes]
     if proxies:
         from .commands.score_cmd import proxy_summary
 
@@ -83,13 +95,15 @@ def inspect(
     if as_json:
         out.print_json(json.dumps(summary))
         return
-    out.print(f"[bold]{model}[/]  {len(g)} nodes, {_fmt_int(total.params)} params, {_fmt_int(total.flops)} FLOPs"
-              + ("" if total.flops is not None else " (symbolic dims: bind them with --input-shape)"))
+    out.print(f"[bold]{escape(str(model))}[/]  {len(g)} nodes, {_fmt_int(total.params)} params, "
+              f"{_fmt_int(total.flops)} FLOPs"
+              + (f" {flops_note}" if flops_note else "" if total.flops is not None
+                 else " (symbolic dims: bind them with --input-shape)"))
     io = Table("kind", "name", "type", title="Inputs and outputs")
     for v in g.inputs:
-        io.add_row("input", v.name, str(v.type))
+        io.add_row("input", escape(v.name), escape(str(v.type)))
     for v in g.outputs:
-        io.add_row("output", v.name, str(v.type))
+        io.add_row("output", escape(v.name), escape(str(v.type)))
     out.print(io)
     ops = Table("op", "count", title="Op histogram")
     for k, c in hist.most_common():
@@ -97,15 +111,25 @@ def inspect(
     out.print(ops)
     if nodes:
         t = Table("#", "node", "op", "output", "FLOPs", "params", title="Nodes")
-        for i, n in enumerate(g.nodes):
+        for i, n in enumerate(shown.nodes):
             c = n.meta["cost"]
-            t.add_row(str(i), n.name, n.op, ", ".join(str(o.type) for o in n.outputs), _fmt_int(c["flops"]),
+            t.add_row(str(i), escape(n.name), n.op, escape(", ".join(str(o.type) for o in n.outputs)),
+                      _fmt_int(c["flops"]),
                       _fmt_int(c["params"]))
         out.print(t)
     if proxies:
         from .commands.score_cmd import print_proxy_tables
 
         print_proxy_tables(summary["proxies"])
+
+
+def _only_batch_symbolic(g) -> bool:
+    """Every symbolic dim of every input is its dim 0 (a dynamic batch), and there is at least one."""
+    shapes = [v.type.shape for v in g.inputs if v.type is not None and v.type.shape is not None]
+    if len(shapes) != len(g.inputs) or not shapes:
+        return False
+    return all(all(isinstance(d, int) for d in s[1:]) for s in shapes) and any(
+        s and not isinstance(s[0], int) for s in shapes)
 
 
 @app.command(epilog=examples(

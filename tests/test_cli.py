@@ -104,3 +104,21 @@ def test_every_command_help_has_examples_that_parse():
                 cmd.make_context(" ".join(path), argv[len(path):])
             except Exception as e:  # click's UsageError/BadParameter: unknown flag, missing option, bad value
                 raise AssertionError(f"example {line!r} does not parse: {e}") from None
+
+
+def test_inspect_dynamic_batch_reports_per_sample_flops_and_full_types(tmp_path):
+    """A model with a symbolic batch: FLOPs are reported per sample (batch bound to 1, equal to inspecting the
+    batch-1 model) and the type column keeps its brackets (rich markup used to eat '[batch,3,8,8]')."""
+    import torch
+
+    from graphopt.frontends.torch import from_torch
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                              torch.nn.Linear(4 * 6 * 6, 5)).eval()
+    dyn = save(from_torch(net, (torch.randn(2, 3, 8, 8),), dynamic_batch=True), tmp_path / "dyn.json")
+    one = save(from_torch(net, (torch.randn(1, 3, 8, 8),)), tmp_path / "one.json")
+    d = json.loads(runner.invoke(app, ["inspect", str(dyn), "--json"]).stdout)
+    o = json.loads(runner.invoke(app, ["inspect", str(one), "--json"]).stdout)
+    assert d["flops"] == o["flops"] > 0 and "per sample" in d["flops_note"] and "flops_note" not in o
+    res = runner.invoke(app, ["inspect", str(dyn)], env={"COLUMNS": "200"})
+    assert res.exit_code == 0 and "float32[batch,3,8,8]" in res.stdout and "per sample" in res.stdout

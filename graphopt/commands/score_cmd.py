@@ -106,7 +106,7 @@ def print_proxy_tables(summary: dict, top: int = TOP_NODES) -> None:
                   title=f"{name} = {score}: per-node contributions")
         for i, row in enumerate(e["nodes"][:top]):
             share = "-" if row["share_pct"] is None else f"{row['share_pct']:.1f}"
-            t.add_row(str(i + 1), row["node"], row["op"], f"{row['value']:.4g}" if row["value"] is not None
+            t.add_row(str(i + 1), escape(row["node"]), row["op"], f"{row['value']:.4g}" if row["value"] is not None
                       else "nan", share)
         if len(e["nodes"]) > top:
             t.add_row("…", f"{len(e['nodes']) - top} more nodes", "", "", "")
