@@ -27,8 +27,9 @@ def register(app: typer.Typer) -> None:
         output: Annotated[Path, typer.Option("-o", "--output", help="Output folder: best.onnx, best.pt, best.py, "
                                                                     "pareto.json, report.html.")] = Path("out"),
         data: Annotated[str, typer.Option(help="cifar10 (from $GRAPHOPT_DATA_DIR or ../shared/data), "
-                                               "cifar10-demo (bundled subset), an ImageFolder dir or an .npz "
-                                               "with x/y.")] = "cifar10-demo",
+                                               "cifar10-demo (bundled subset), an ImageFolder dir, an .npz "
+                                               "with x/y, or a sequence task for token models (assoc_recall, "
+                                               "selective_copy).")] = "cifar10-demo",
         objective: Annotated[str, typer.Option(help="accuracy,flops, accuracy,latency (onnxruntime, 1 thread) or "
                                                     "accuracy,npu (analytic latency on --target).")]
         = "accuracy,flops",
