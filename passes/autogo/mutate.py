@@ -215,7 +215,8 @@ def _with_own_weights(nodes: list[Node]) -> list[Node]:
 
 def _same_dim0(a: Value, b: Value) -> bool:
     """Equal leading dims: both symbolic (a batch) or the same number."""
-    da, db = (a.shape or (None,))[0] if a.shape else None, (b.shape or (None,))[0] if b.shape else None
+    da = a.shape[0] if a.shape else None
+    db = b.shape[0] if b.shape else None
     if isinstance(da, int) or isinstance(db, int):
         return da == db
     return True
