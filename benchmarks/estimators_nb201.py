@@ -610,12 +610,32 @@ def _downsample(ds, factor: int):  # noqa: ANN001 - ArrayDataset
     return with_info(ArrayDataset(x, ds.y, ds.info), input_shape=(c, h // factor, w // factor))
 
 
+def _tse_worker_init(train, val, cfg, key: str) -> None:  # noqa: ANN001 - ArrayDataset, TrainConfig
+    torch.set_num_threads(1)
+    _WORKER.update(train=train, val=val, cfg=cfg, key=key)
+
+
+def _tse_row(task: tuple[str, int]) -> dict:
+    """Train NB201 arch ``arch`` (index ``idx``: its init seed) in the reduced TSE setting; the per-step losses
+    and per-epoch validation accuracies the estimators are computed from."""
+    from graphopt.eval.train import train_model
+
+    arch, idx = task
+    torch.manual_seed(idx)
+    net = models_nb201(arch, idx, C=16, N=1)
+    res = train_model(net, _WORKER["train"], _WORKER["cfg"], val=_WORKER["val"])
+    return {"key": _WORKER["key"], "index": idx, "arch": arch, "status": res.status,
+            "step_losses": [float(v) for v in res.step_losses], "step_epochs": [int(e) for e in res.step_epochs],
+            "val_acc": {str(h["epoch"]): h["accuracy"] for h in res.val_history},
+            "epoch_train_loss": res.epoch_train_loss, "train_s": res.train_time}  # fmt: skip
+
+
 def run_tse(args: argparse.Namespace) -> dict:
     """TSE / TSE-E / TSE-EMA vs early-stopped validation accuracy on NB201 (protocol in the module docstring)."""
     from graphopt.predictors import tse
 
     from graphopt.eval.data import load_dataset
-    from graphopt.eval.train import TrainConfig, train_model
+    from graphopt.eval.train import TrainConfig
 
     rows = list(csv.DictReader(open(NAS / "nb201_test_acc_3datasets_vtao.csv")))
     robot_rows = csv.DictReader(open(NAS / "robot_nb201_testacc_hp12.csv"))
@@ -634,28 +654,57 @@ def run_tse(args: argparse.Namespace) -> dict:
     cfg = TrainConfig(epochs=args.tse_epochs, batch_size=64, optimizer="sgd", lr=0.05, schedule="constant",
                       augment=False, threads=1, eval_every=1, seed=0)
     T = args.tse_epochs
-    est = {k: np.full((len(archs), T), np.nan) for k in ("tse", "tse_e", "tse_ema", "val_acc", "train_loss")}
-    per_arch, t0, cpu0 = [], time.time(), time.process_time()
-    for k, (arch, idx) in enumerate(zip(archs, pick, strict=True)):
-        torch.manual_seed(int(idx))
-        net = models_nb201(arch, int(idx), C=16, N=1)
-        res = train_model(net, train, cfg, val=val)
-        vals = {h["epoch"]: h["accuracy"] for h in res.val_history}
-        for t in range(1, T + 1):
-            if res.status != "ok" or len(set(res.step_epochs)) < t:
+    # per-arch rows are appended to a JSONL as they finish and re-used on restart (keyed by the setting), so
+    # a killed run keeps every finished training
+    jsonl = args.out.with_name(args.out.stem + "_tse.jsonl")
+    key = json.dumps({**setting, "seed": args.seed}, sort_keys=True)
+    done: dict[int, dict] = {}
+    if jsonl.exists():
+        for line in jsonl.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by a kill
                 continue
-            est["tse"][k, t - 1] = -tse.tse(res.step_losses, res.step_epochs, T=t)  # negated: higher is better
-            est["tse_e"][k, t - 1] = -tse.tse_e(res.step_losses, res.step_epochs, E=1, T=t)
-            est["tse_ema"][k, t - 1] = -tse.tse_ema(res.step_losses, res.step_epochs, gamma=0.999, T=t)
+            if row.get("key") == key:
+                done[int(row["index"])] = row
+    work = [(a, int(i)) for a, i in zip(archs, pick, strict=True) if int(i) not in done]
+    print(f"  {len(archs) - len(work)} of {len(archs)} archs already in {jsonl}; training {len(work)} with "
+          f"{args.tse_jobs} worker(s)", flush=True)
+    t0 = time.time()
+    jobs = max(1, min(args.tse_jobs, len(work)))
+    if jobs > 1:  # one single-threaded worker process per core (spawned: no forked OpenMP state)
+        pool = multiprocessing.get_context("spawn").Pool(jobs, initializer=_tse_worker_init,
+                                                         initargs=(train, val, cfg, key))
+        rows = pool.imap_unordered(_tse_row, work)
+    else:
+        _tse_worker_init(train, val, cfg, key)
+        rows = map(_tse_row, work)
+    jsonl.parent.mkdir(parents=True, exist_ok=True)
+    with open(jsonl, "a") as fh:
+        for n, row in enumerate(rows, 1):
+            fh.write(json.dumps(row) + "\n")
+            fh.flush()
+            done[row["index"]] = row
+            if n % max(1, len(work) // 10) == 0 or n == len(work):
+                el = time.time() - t0
+                print(f"  {n}/{len(work)} archs trained, {el:.0f} s elapsed, ETA {el / n * (len(work) - n):.0f} s",
+                      flush=True)
+    est = {k: np.full((len(archs), T), np.nan) for k in ("tse", "tse_e", "tse_ema", "val_acc", "train_loss")}
+    per_arch = []
+    for k, (arch, idx) in enumerate(zip(archs, pick, strict=True)):
+        row = done[int(idx)]
+        vals = {int(e): a for e, a in row["val_acc"].items()}
+        for t in range(1, T + 1):
+            if row["status"] != "ok" or len(set(row["step_epochs"])) < t:
+                continue
+            est["tse"][k, t - 1] = -tse.tse(row["step_losses"], row["step_epochs"], T=t)  # negated: higher is better
+            est["tse_e"][k, t - 1] = -tse.tse_e(row["step_losses"], row["step_epochs"], E=1, T=t)
+            est["tse_ema"][k, t - 1] = -tse.tse_ema(row["step_losses"], row["step_epochs"], gamma=0.999, T=t)
             est["val_acc"][k, t - 1] = vals.get(t - 1, np.nan)
-            est["train_loss"][k, t - 1] = res.epoch_train_loss[t - 1]
-        per_arch.append({"arch": arch, "index": int(idx), "test200": float(acc[k]), "status": res.status,
-                         "epoch_train_loss": res.epoch_train_loss, "val_acc": [vals.get(t) for t in range(T)],
-                         "train_s": res.train_time})
-        if (k + 1) % max(1, len(archs) // 10) == 0 or k + 1 == len(archs):
-            el = time.time() - t0
-            print(f"  {k + 1}/{len(archs)} archs, {el:.0f} s elapsed, ETA {el / (k + 1) * (len(archs) - k - 1):.0f} s",
-                  flush=True)
+            est["train_loss"][k, t - 1] = row["epoch_train_loss"][t - 1]
+        per_arch.append({"arch": arch, "index": int(idx), "test200": float(acc[k]), "status": row["status"],
+                         "epoch_train_loss": row["epoch_train_loss"], "val_acc": [vals.get(t) for t in range(T)],
+                         "train_s": row["train_s"]})
     conn = np.array([a in connected for a in archs])
     hp12 = np.array([robot[a] for a in archs])
     by_t: dict[str, dict] = {}
@@ -685,7 +734,7 @@ def run_tse(args: argparse.Namespace) -> dict:
           f"T = {', '.join(t for t, ok in above.items() if ok) or 'none'}")
     return {"n_archs": len(archs), "setting": setting, "seed": args.seed, "wall_s": time.time() - t0,
             "by_epochs": by_t, "nb201_hp12_valacc_reference": ref, "paper": TSE_PAPER, "target_met": bool(met),
-            "tse_e_ahead_by_epochs": above, "cpu_s": time.process_time() - cpu0,
+            "tse_e_ahead_by_epochs": above, "train_s_total": sum(r["train_s"] for r in per_arch),
             "archs": per_arch}  # fmt: skip
 
 
@@ -807,6 +856,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tse-epochs", type=int, default=4)
     ap.add_argument("--tse-train", type=int, default=5000, help="training images for the TSE runs")
     ap.add_argument("--tse-val", type=int, default=1000, help="validation images for the TSE runs")
+    ap.add_argument("--tse-jobs", type=int, default=2,
+                    help="worker processes for the TSE trainings, one torch thread each (default 2 = the cores here)")
     ap.add_argument("--tfmas", type=int, default=0, help="also run the TF-MAS protocol on N Mamba2 configs (>= 30)")
     ap.add_argument("--tfmas-steps", type=int, default=300)
     ap.add_argument("--out", type=Path, default=OUT)
