@@ -134,6 +134,31 @@ def misc_graph() -> Graph:
     return g
 
 
+def axes_resize_graph(batch: int | str, form: str) -> Graph:
+    """Resize over the spatial axes only (``axes=[2, 3]``), as the torch frontend lowers ``F.interpolate``."""
+    g = Graph("axes_resize")
+    x = g.add_input("x", TensorType(DType.float32, (batch, 3, 4, 6)))
+    attrs = {"mode": "linear", "coordinate_transformation_mode": "half_pixel", "axes": [2, 3]}
+    if form == "scales":
+        ins = [x, None, g.add_const("scales", np.array([0.5, 2.0], np.float32))]
+    else:
+        ins = [x, None, None, g.add_const("sizes", i64([3, 9]))]
+    g.set_outputs([g.create_node("resize", ins, attrs, name="up").output])
+    return g
+
+
+@pytest.mark.parametrize("opset", [11, 13, 17, 18])
+@pytest.mark.parametrize("form", ["scales", "sizes"])
+@pytest.mark.parametrize("batch", [2, "batch"])
+def test_spatial_axes_resize_at_each_opset(opset: int, form: str, batch: int | str):
+    """Before opset 18 Resize has no ``axes``: the spatial scales/sizes are widened to every axis (batch and
+    channel sizes from the static shape, or from Shape at run time); this failed export to opset-17 NPU targets."""
+    model = check(axes_resize_graph(batch, form), {"x": f32(2, 3, 4, 6)}, opset)
+    rs = node_of(model, "Resize")
+    assert any(a.name == "axes" for a in rs.attribute) == (opset >= 18)
+    assert ("Shape" in op_types(model)) == (opset < 18 and form == "sizes" and batch == "batch")
+
+
 @pytest.mark.parametrize("opset", [11, 13, 17, 18, 21])
 def test_misc_graph_at_each_opset(opset: int):
     model = check(misc_graph(), {"x": f32(2, 4, 3, 5)}, opset, atol=1e-4)

@@ -411,15 +411,46 @@ def _softmax(em: OnnxEmitter, node: Node) -> bool:
 
 @_lowers("resize")
 def _resize(em: OnnxEmitter, node: Node) -> bool:
-    if em.opset >= 13:
+    """Resize before opset 13 needs ``roi`` and ``scales`` present (empty when unused), and before opset 18 it
+    has no ``axes`` attribute: spatial-only scales/sizes (the torch frontend's form) are widened to every axis,
+    batch and channel kept (their sizes read from the static shape, else from ``Shape`` at run time)."""
+    axes = node.attrs.get("axes")
+    widen = axes is not None and em.opset < 18
+    if em.opset >= 13 and not widen:
         return False
     x, roi, scales, sizes = (node.inputs + [None] * 4)[:4]
     dt = x.dtype if x is not None and x.dtype is not None and x.dtype.is_float else DType.float32
-    roi_n = em.name(roi) if roi is not None else em.const(np.zeros(0, dtype=dt.to_numpy()), f"{node.name}_roi")
-    sc_n = em.name(scales) if scales is not None else em.const(np.zeros(0, dtype=np.float32),
-                                                                f"{node.name}_scales")
-    ins = [em.name(x), roi_n, sc_n] + ([em.name(sizes)] if sizes is not None else [])
-    em.node("Resize", ins, em.outputs(node), name=node.name, **_schema_attrs(em, node, "Resize"))
+    sc_n = em.name(scales) if scales is not None else None
+    sz_n = em.name(sizes) if sizes is not None else None
+    if widen:
+        rank = _rank(node, x)
+        ax = [int(a) % rank for a in axes]
+        if ax != list(range(rank - len(ax), rank)):
+            raise OnnxExportError(f"node {node.name} (resize): axes={axes} (not the trailing axes) has no form before "
+                                  f"opset 18; export with opset=18")
+        lead = rank - len(ax)
+        if scales is not None and len(_const_list(em, node, 2, "scales") or []) > 0:
+            sc = _const_list(em, node, 2, "scales")
+            sc_n = em.const(np.asarray([1.0] * lead + [float(v) for v in sc], dtype=np.float32), f"{node.name}_scales")
+        elif sizes is not None:
+            sz = [int(v) for v in _const_list(em, node, 3, "sizes") or []]
+            shape = list(x.type.shape) if x.type is not None and x.type.shape is not None else []
+            if all(isinstance(d, int) for d in shape[:lead]):
+                sz_n = em.ints([int(d) for d in shape[:lead]] + sz, f"{node.name}_sizes")
+            else:  # dynamic batch: the leading sizes come from the input's shape at run time
+                shp, head = em.tmp(node, "shape"), em.tmp(node, "lead")
+                em.node("Shape", [em.name(x)], [shp])
+                em.node("Slice", [shp, em.ints([0], f"{node.name}_s0"), em.ints([lead], f"{node.name}_s1")], [head])
+                sz_n = em.tmp(node, "sizes")
+                em.node("Concat", [head, em.ints(sz, f"{node.name}_spatial")], [sz_n], axis=0)
+    if em.opset < 13 or sz_n is not None:  # scales must be present (empty) when sizes are given, before 13
+        roi_n = em.name(roi) if roi is not None else em.const(np.zeros(0, dtype=dt.to_numpy()), f"{node.name}_roi")
+        if sc_n is None:
+            sc_n = em.const(np.zeros(0, dtype=np.float32), f"{node.name}_scales0")
+        ins = [em.name(x), roi_n, sc_n] + ([sz_n] if sz_n is not None else [])
+    else:
+        ins = [em.name(x), em.name(roi) if roi is not None else "", sc_n or ""]
+    em.node("Resize", ins, em.outputs(node), name=node.name, **_schema_attrs(em, node, "Resize", skip={"axes"}))
     return True
 
 
@@ -487,13 +518,15 @@ def _shape(em: OnnxEmitter, node: Node) -> bool:
     return True
 
 
-def _schema_attrs(em: OnnxEmitter, node: Node, op_type: str, domain: str = "") -> dict[str, Any]:
-    """The node's attributes converted for ONNX, dropping default-valued ones the opset does not know."""
+def _schema_attrs(em: OnnxEmitter, node: Node, op_type: str, domain: str = "",
+                  skip: set[str] | frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The node's attributes converted for ONNX, dropping default-valued ones the opset does not know and
+    ``skip`` (attributes the caller has folded into inputs)."""
     opdef = get_op(node.op)
     schema = _schema(op_type, em.opset, domain) if not domain else None
     out: dict[str, Any] = {}
     for k, v in node.attrs.items():
-        if v is None:
+        if v is None or k in skip:
             continue
         if schema is not None and k not in schema.attributes:
             if _same(v, opdef.attrs.get(k)):

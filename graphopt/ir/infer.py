@@ -226,7 +226,9 @@ def set_input_shapes(graph: Graph, shapes: dict[str, list[int | str]]) -> None:
         if old is not None and old.shape is not None:
             for i, (a, b) in enumerate(zip(old.shape, shape, strict=True)):
                 if isinstance(a, int) and isinstance(b, int) and a != b:
-                    raise IRError(f"--input-shape {name}: dim {i} is fixed to {a} in the model, got {b}")
+                    raise IRError(f"--input-shape {name}: dim {i} is fixed to {a} in the model, got {b}; only "
+                                  f"symbolic dims can be bound: re-export the model with dim {i} dynamic "
+                                  f"(torch.export dynamic_shapes, or a dim_param in ONNX)")
         v.type = TensorType(old.dtype if old is not None else DType.float32, tuple(shape))
     graph.meta.pop("_sym_sentinels", None)
     infer_graph(graph)
