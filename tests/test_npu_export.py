@@ -174,6 +174,43 @@ def test_legalize_rewrites_to_supported_ops_and_reports_the_rest(tmp_path):
     assert rep.ok, str(rep)
 
 
+GROUPS = """
+    [target]
+    name = "no-grouped"
+    max_rank = 4
+    activation_dtype = "int8"
+    [ops]
+    allow = ["Conv", "Slice", "Concat", "Relu"]
+    [ops.Conv]
+    group = ["standard", "depthwise"]
+"""
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_grouped_conv_is_split_into_standard_convs(tmp_path, bias):
+    """A target without grouped convs gets one standard conv per group on input channel slices (exact);
+    depthwise convs, which it allows, stay as they are."""
+    prof = load_profile(profile_from(tmp_path, GROUPS))
+    rng = np.random.default_rng(1)
+    g = Graph("grouped")
+    x = g.add_input("x", TensorType(DType.float32, (1, 8, 9, 9)))
+    ins = [x, g.add_const("w", rng.standard_normal((12, 2, 3, 3)).astype(np.float32), "param")]
+    if bias:
+        ins.append(g.add_const("b", rng.standard_normal(12).astype(np.float32), "param"))
+    y = g.create_node("conv", ins, {"group": 4, "pads": [1, 0, 1, 2], "strides": [2, 1]}, name="grouped").output
+    dw = [y, g.add_const("dw", rng.standard_normal((12, 1, 3, 3)).astype(np.float32), "param")]
+    y = g.create_node("conv", dw, {"group": 12, "pads": [1, 1, 1, 1]}, name="depthwise").output
+    g.set_outputs([g.create_node("relu", [y], name="act").output])
+    assert [(v.node, v.rule) for v in check(g, prof)] == [("grouped", "group")]
+    ref = g.copy()
+    res = legalize(g, prof)
+    assert [r.legalizer for r in res.rewrites] == ["split-conv-groups"] and res.violations == []
+    groups = sorted(int(n.attrs.get("group", 1)) for n in g.nodes if n.op == "conv")
+    assert groups == [1, 1, 1, 1, 12]
+    rep = verify(ref, g, rtol=1e-5, atol=1e-5)
+    assert rep.ok, str(rep)
+
+
 def test_channel_padding_is_exact_and_aligned(tmp_path):
     prof = load_profile(profile_from(tmp_path, TINY.format(pad="true")))
     rng = np.random.default_rng(1)

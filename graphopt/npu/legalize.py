@@ -582,6 +582,49 @@ def _split_conv_kernel(profile: Profile) -> Callable[[Graph, Node], bool]:
     return apply
 
 
+def _split_conv_groups(profile: Profile) -> Callable[[Graph, Node], bool]:
+    """A grouped conv the target cannot run (neither standard nor depthwise) becomes ``group`` standard convs on
+    channel slices of the input, concatenated: exact, the same MACs, only more nodes (what TFLite's converter
+    does for grouped convs)."""
+
+    def apply(graph: Graph, n: Node) -> bool:
+        lim = profile.ops.get("Conv")
+        if lim is None or lim.group is None or "standard" not in lim.group or n.op != "conv":
+            return False
+        x, w = n.inputs[0], n.inputs[1]
+        bias = n.inputs[2] if len(n.inputs) > 2 else None
+        g = int(n.attrs.get("group", 1))
+        ws = _static(w)
+        if g <= 1 or ws is None or w.const is None or (bias is not None and bias.const is None) or ws[0] % g:
+            return False
+        cin, cout = ws[1], ws[0] // g
+        from graphopt.passes.decompose import replace_node
+
+        def build(b):
+            ys = []
+            ax = b.const(np.asarray([1], dtype=np.int64), name=f"{b.hint}_ax")
+            for i in range(g):
+                xi = b.slice(x, b.const(np.asarray([i * cin], dtype=np.int64), name=f"{b.hint}_st"),
+                             b.const(np.asarray([(i + 1) * cin], dtype=np.int64), name=f"{b.hint}_en"), ax)
+                ins = [xi, b.const(np.ascontiguousarray(w.const[i * cout:(i + 1) * cout]), w.kind, name=f"{b.hint}_w")]
+                if bias is not None:
+                    ins.append(b.const(np.ascontiguousarray(bias.const[i * cout:(i + 1) * cout]), bias.kind,
+                                       name=f"{b.hint}_b"))
+                ys.append(b.conv(*ins, **{**n.attrs, "group": 1}))
+            return b.concat(*ys, axis=1)
+
+        return replace_node(graph, n, build, "split-conv-groups")
+
+    return apply
+
+
+def _group_not_allowed(profile: Profile) -> Callable[[Node], bool]:
+    def f(n: Node) -> bool:
+        return any(v.rule == "group" for v in node_violations(n, profile))
+
+    return f
+
+
 def _too_big_kernel(profile: Profile) -> Callable[[Node], bool]:
     def f(n: Node) -> bool:
         return any(v.rule in ("kernel_max", "kernel_area_max") for v in node_violations(n, profile))
@@ -683,7 +726,9 @@ def legalizers(profile: Profile) -> dict[str, list[Legalizer]]:
                                                                                "legalize-slice"))],
         "pad": [Legalizer("zero-pad-concat", ("Concat",), _decomp(_pad_as_concat_build, "legalize-pad"))],
         "conv": [Legalizer("split-conv-kernel", ("Conv", "Pad", "Slice", "Add"), _split_conv_kernel(profile),
-                           _too_big_kernel(profile))],
+                           _too_big_kernel(profile)),
+                 Legalizer("split-conv-groups", ("Slice", "Conv", "Concat"), _split_conv_groups(profile),
+                           _group_not_allowed(profile))],
     }
 
 
