@@ -79,7 +79,7 @@ def export_model(
     check failed).
     """
     from .ir.verify import verify as verify_ir
-    from .modelio import load_model
+    from .modelio import is_python_spec, load_model, python_input_names
     from .npu.profiles import load_profile
     from .pass_api import load_pass_module
     from .pass_manager import PassManager
@@ -106,7 +106,11 @@ def export_model(
     say("loading")
     label = str(model) if not isinstance(model, Graph) else model.name
     is_onnx_file = isinstance(model, str | os.PathLike) and str(model).lower().endswith(".onnx")
-    if isinstance(input_shapes, list):  # CLI specs ("x=1,3,32,32" or a bare "1,3,32,32" for one input)
+    if isinstance(input_shapes, list) and is_python_spec(model):  # the shapes build the example inputs
+        from .commands.common import parse_input_shapes
+
+        graph = load_model(model, input_shapes=parse_input_shapes(input_shapes, python_input_names(str(model))))
+    elif isinstance(input_shapes, list):  # CLI specs ("x=1,3,32,32" or a bare "1,3,32,32" for one input)
         from .commands.common import parse_input_shapes
         from .ir.infer import set_input_shapes
 

@@ -1,8 +1,9 @@
 """Load any supported model file into the IR and write the IR back out, chosen by file suffix.
 
-Inputs: ``.onnx`` (external data included), ``.pt2`` (``torch.export.save`` archives), our IR ``.json``, and
-our own ``.pt`` bundles (IR JSON + state dict, loaded with ``weights_only=True``). A pickled full-module
-``.pt`` would run code on load, so it is refused unless the caller passes ``trust=True``.
+Inputs: ``.onnx`` (external data included), ``.pt2`` (``torch.export.save`` archives), our IR ``.json``, our
+own ``.pt`` bundles (IR JSON + state dict, loaded with ``weights_only=True``), and PyTorch source
+``model.py[:NAME]`` (see :func:`load_python_module`). A pickled full-module ``.pt`` would run code on load, so it
+is refused unless the caller passes ``trust=True``; a ``.py`` file is code by nature, and naming it is the trust.
 Outputs: ``.onnx``, ``.json``, ``.pt`` (bundle), ``.py`` (readable source + ``<stem>_weights.pt``). Every
 write is atomic, so an interrupted run leaves the old file or the complete new one.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ from .errors import ModelLoadError, UntrustedFileError
 from .ir.graph import Graph
 from .ir.serialize import atomic_write_bytes
 
-LOADABLE = (".onnx", ".pt2", ".json", ".pt")
+LOADABLE = (".onnx", ".pt2", ".json", ".pt", ".py")
 WRITABLE = (".onnx", ".json", ".pt", ".py")
 BUNDLE_FORMAT = "graphopt-torch-bundle"
 
@@ -56,6 +58,8 @@ def load_model(
             return load_onnx(source, input_shapes=input_shapes)
     except ImportError:  # pragma: no cover
         pass
+    if is_python_spec(source):
+        return _load_python(str(source), input_shapes)
     path = Path(source)
     if not path.exists():
         raise ModelLoadError(f"{path}: no such file")
@@ -85,6 +89,150 @@ def load_model(
         from .ir.infer import set_input_shapes
 
         set_input_shapes(g, input_shapes)
+    return g
+
+
+_PY_SPEC = re.compile(r"^(?P<file>.+\.py)(?::(?P<name>[A-Za-z_][\w.]*))?$")
+
+
+def is_python_spec(source: Any) -> bool:
+    """``model.py`` or ``model.py:NAME`` (a path or a string)."""
+    return isinstance(source, str | os.PathLike) and _PY_SPEC.match(str(source)) is not None
+
+
+def load_python_module(spec: str) -> tuple[Any, tuple | None]:
+    """The ``nn.Module`` that ``model.py[:NAME]`` names, in eval mode, and the file's example inputs if it has any.
+
+    Why: a PyTorch user's model usually *is* Python source; asking them to ``torch.export`` it first is a step
+    graphopt can do. NAME is an ``nn.Module`` subclass, a function returning a module (a factory that also loads
+    weights), or a module instance, dotted paths allowed; without NAME the file must define exactly one of these
+    (an instance named ``model``, a ``build_model()`` function, or a single ``nn.Module`` subclass, in that
+    order). Classes and functions are called without arguments. ``example_inputs`` in the file (a tuple of tensors
+    or a function returning one) gives the example inputs when no ``--input-shape`` is passed. The file's folder
+    is on ``sys.path`` while it is imported, so it can import its siblings.
+    """
+    import importlib.util
+    import inspect
+    import sys
+
+    import torch
+
+    m = _PY_SPEC.match(str(spec))
+    if m is None:
+        raise ModelLoadError(f"{spec}: not a Python model spec (expected model.py or model.py:NAME)")
+    path = Path(m["file"])
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: no such file")
+    key = (str(path.resolve()), path.stat().st_mtime_ns)
+    mod = _PY_MODULES.get(key)
+    if mod is None:
+        mod_name = f"_graphopt_user_model_{abs(hash(key))}"
+        loader_spec = importlib.util.spec_from_file_location(mod_name, path)
+        mod = importlib.util.module_from_spec(loader_spec)
+        sys.path.insert(0, str(path.resolve().parent))
+        try:
+            loader_spec.loader.exec_module(mod)
+        except Exception as e:  # noqa: BLE001 - any error in user code
+            raise ModelLoadError(f"{path}: importing it failed ({type(e).__name__}: {e})") from e
+        finally:
+            sys.path.remove(str(path.resolve().parent))
+        _PY_MODULES[key] = mod
+    if m["name"]:
+        obj: Any = mod
+        for part in m["name"].split("."):
+            if not hasattr(obj, part):
+                cands = ", ".join(_candidates(mod)) or "none"
+                raise ModelLoadError(f"{path}: has no {m['name']!r}; candidates: {cands}")
+            obj = getattr(obj, part)
+        what = m["name"]
+    else:
+        cands = _candidates(mod)
+        if isinstance(getattr(mod, "model", None), torch.nn.Module):
+            what = "model"
+        elif callable(getattr(mod, "build_model", None)):
+            what = "build_model"
+        elif len(cands) == 1:
+            what = cands[0]
+        else:
+            raise ModelLoadError(f"{path}: name the model as {path}:NAME; "
+                                 f"{'candidates: ' + ', '.join(cands) if cands else 'it defines no nn.Module'}")
+        obj = getattr(mod, what)
+    if inspect.isclass(obj) or (callable(obj) and not isinstance(obj, torch.nn.Module)):
+        try:
+            obj = obj()
+        except TypeError as e:
+            raise ModelLoadError(f"{path}:{what} cannot be called without arguments ({e}); write a function that "
+                                 f"builds the model (and loads its weights), e.g. def build_model(): return "
+                                 f"{what}(...), and pass {path}:build_model") from e
+    if not isinstance(obj, torch.nn.Module):
+        raise ModelLoadError(f"{path}:{what} is a {type(obj).__name__}, not an nn.Module")
+    ex = getattr(mod, "example_inputs", None)
+    if callable(ex):
+        ex = ex()
+    if isinstance(ex, torch.Tensor):
+        ex = (ex,)
+    return obj.eval(), (tuple(ex) if ex is not None else None)
+
+
+_PY_MODULES: dict[tuple[str, int], Any] = {}
+
+
+def _candidates(mod: Any) -> list[str]:
+    import inspect
+
+    import torch
+
+    return sorted(n for n, v in vars(mod).items() if not n.startswith("_") and (
+        isinstance(v, torch.nn.Module)
+        or (inspect.isclass(v) and issubclass(v, torch.nn.Module) and v.__module__ == mod.__name__)))
+
+
+def python_input_names(spec: str) -> list[str]:
+    """The forward's tensor argument names of the module ``spec`` names (what ``--input-shape`` binds)."""
+    import inspect
+
+    module, _ = load_python_module(spec)
+    params = inspect.signature(module.forward).parameters.values()
+    return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+            and p.default is inspect.Parameter.empty]
+
+
+def _load_python(spec: str, input_shapes: dict[str, list[int | str]] | None) -> Graph:
+    """Lower ``model.py[:NAME]`` with a dynamic batch dimension where torch.export can keep it (training and
+    ``graphopt optimize`` need that; NPU export binds it later), else with the example's batch and a warning."""
+    import warnings
+
+    import torch
+
+    from .frontends.torch import from_torch
+
+    module, example = load_python_module(spec)
+    names = python_input_names(spec)
+    if input_shapes:
+        if "" in input_shapes and len(names) == 1:
+            input_shapes = {names[0]: input_shapes[""]}
+        unknown = set(input_shapes) - set(names)
+        missing = [n for n in names if n not in input_shapes]
+        if unknown or missing:
+            why = f"unknown: {', '.join(sorted(unknown))}" if unknown else f"missing: {', '.join(missing)}"
+            raise ModelLoadError(f"{spec}: --input-shape must give every forward input ({', '.join(names)}); {why}")
+        bad = {n: s for n, s in input_shapes.items() if not all(isinstance(d, int) for d in s)}
+        if bad:
+            raise ModelLoadError(f"{spec}: --input-shape needs integer sizes to build example inputs, got {bad}")
+        gen = torch.Generator().manual_seed(0)
+        example = tuple(torch.randn(*input_shapes[n], generator=gen) for n in names)
+    elif example is None:
+        raise ModelLoadError(f"{spec}: pass --input-shape (e.g. {'x' if not names else names[0]}=1,3,32,32) or "
+                             f"define example_inputs in the file, so the model can be traced")
+    dyn = tuple(torch.cat([a, a]) if isinstance(a, torch.Tensor) and a.dim() >= 1 and a.shape[0] == 1 else a
+                for a in example)
+    try:
+        return from_torch(module, dyn, dynamic_batch=True)
+    except Exception as e:  # noqa: BLE001 - retried with a fixed batch; an error not about the batch repeats there
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+    g = from_torch(module, example)
+    warnings.warn(f"{spec}: the batch dimension could not be kept dynamic ({first}); lowered with the example's "
+                  f"fixed batch", stacklevel=2)
     return g
 
 

@@ -13,8 +13,10 @@ from rich.markup import escape
 console = Console(stderr=True)
 out = Console()
 
-ModelArg = Annotated[Path, typer.Argument(help="Model file: .onnx, .pt2 (torch.export.save), .json (graphopt IR) "
-                                               "or .pt (graphopt bundle).", show_default=False)]
+ModelArg = Annotated[Path, typer.Argument(help="Model file: .onnx, .pt2 (torch.export.save), .json (graphopt IR), "
+                                               ".pt (graphopt bundle), or PyTorch source model.py[:NAME] (an "
+                                               "nn.Module class or a function building one; needs --input-shape "
+                                               "or example_inputs in the file).", show_default=False)]
 InputShape = Annotated[list[str] | None, typer.Option(
     "--input-shape", "-s", help="Bind input shapes: NAME=d0,d1,... (repeat per input) or just d0,d1,... for a "
                                 "single-input model. Needed where dims are symbolic and a static shape is "
@@ -70,8 +72,10 @@ def parse_input_shapes(specs: list[str] | None, graph_inputs: list[str] | None =
 
 def load_for_cli(model: Path, input_shape: list[str] | None = None, trust_pickle: bool = False):
     from ..ir.infer import set_input_shapes
-    from ..modelio import load_model
+    from ..modelio import is_python_spec, load_model, python_input_names
 
+    if is_python_spec(model):  # the shapes build the example inputs the module is traced with
+        return load_model(model, input_shapes=parse_input_shapes(input_shape, python_input_names(str(model))))
     g = load_model(model, trust=trust_pickle)
     if model.suffix == ".json":  # hand-editable: verify before any command trusts it (frontends verify their own)
         from ..ir.verify import verify

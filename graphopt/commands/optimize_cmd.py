@@ -15,6 +15,7 @@ def register(app: typer.Typer) -> None:
     @app.command(epilog=examples(
         ("graphopt optimize model.onnx -o out/", "5-minute search on the bundled CIFAR-10 subset"),
         ("graphopt optimize model.onnx --data cifar10 --budget 20m -o out/", "full CIFAR-10 from the shared data"),
+        ("graphopt optimize mynet.py:Net -s 1,3,32,32 -o out/", "a PyTorch class from source (or a build function)"),
         ("graphopt optimize model.onnx --target ethos-u55-like --budget 20m -o out/",
          "accuracy against the NPU profile's latency estimate"),
         ("graphopt optimize model.onnx --ranker proxy:nwot --budget 5m -o out/",
