@@ -211,6 +211,52 @@ def test_grouped_conv_is_split_into_standard_convs(tmp_path, bias):
     assert rep.ok, str(rep)
 
 
+RANK4 = """
+    [target]
+    name = "rank4"
+    max_rank = 4
+    activation_dtype = "int8"
+    [ops]
+    allow = ["Conv", "Reshape", "Transpose", "Softmax", "LogSoftmax", "Add", "GlobalAveragePool"]
+    [ops.Softmax]
+    op_axes = "last"
+    max_rank = 2
+    [ops.LogSoftmax]
+    op_axes = "last"
+    max_rank = 2
+"""
+
+
+def test_channel_shuffle_softmax_axis_and_sum_are_legalized_exactly(tmp_path):
+    """ShuffleNet's rank-5 channel shuffle becomes a 1x1 permutation conv; a softmax over channels (after global
+    pooling, and over a full feature map) becomes a last-axis softmax of a 2-D view; Sum becomes Adds."""
+    prof = load_profile(profile_from(tmp_path, RANK4))
+    rng = np.random.default_rng(2)
+    g = Graph("shuffle")
+    x = g.add_input("x", TensorType(DType.float32, (1, 6, 5, 5)))
+    y = g.create_node("conv", [x, g.add_const("w", rng.standard_normal((6, 6, 1, 1)).astype(np.float32), "param")],
+                      name="c1").output
+    i64 = lambda v: g.add_const(f"s{len(g.nodes)}", np.asarray(v, dtype=np.int64))  # noqa: E731
+    r5 = g.create_node("reshape", [y, i64([1, 3, 2, 5, 5])], name="split_groups").output
+    t = g.create_node("transpose", [r5], {"perm": [0, 2, 1, 3, 4]}, name="swap").output
+    sh = g.create_node("reshape", [t, i64([1, 6, 5, 5])], name="merge").output
+    sm_map = g.create_node("softmax", [sh], {"axis": 1}, name="sm_map").output
+    s3 = g.create_node("sum", [sh, sm_map, y], name="sum3").output
+    pooled = g.create_node("global_avg_pool", [s3], name="gap").output
+    lsm = g.create_node("log_softmax", [pooled], {"axis": 1}, name="lsm").output
+    g.set_outputs([lsm, s3])
+    before = {(v.node, v.rule) for v in check(g, prof)}
+    assert {("split_groups", "max_rank"), ("sm_map", "op_axes"), ("sum3", "op-not-supported"),
+            ("lsm", "op_axes")} <= before
+    ref = g.copy()
+    res = legalize(g, prof)
+    assert {r.legalizer for r in res.rewrites} >= {"channel-shuffle-conv", "softmax-2d", "sum-adds"}
+    assert res.violations == [], res.violations
+    assert all(len(o.type.shape) <= 4 for n in g.nodes for o in n.outputs)
+    rep = verify(ref, g, rtol=1e-5, atol=1e-6)
+    assert rep.ok, str(rep)
+
+
 def test_channel_padding_is_exact_and_aligned(tmp_path):
     prof = load_profile(profile_from(tmp_path, TINY.format(pad="true")))
     rng = np.random.default_rng(1)

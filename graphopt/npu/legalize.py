@@ -309,6 +309,8 @@ class Legalizer:
     apply: Callable[[Graph, Node], bool]
     applies: Callable[[Node], bool] = lambda n: True
     approximate: bool = False
+    #: also tried on nodes whose only violations are tensor rules of their outputs (rank, effective rank)
+    values: bool = False
 
 
 def _decomp(fn: Callable[[Any, Node], Value | None], rule: str) -> Callable[[Graph, Node], bool]:
@@ -618,6 +620,96 @@ def _split_conv_groups(profile: Profile) -> Callable[[Graph, Node], bool]:
     return apply
 
 
+def _sum_as_adds_build(b, n: Node) -> Value | None:
+    ins = [v for v in n.inputs if v is not None]
+    if len(ins) < 2:
+        return None
+    acc = ins[0]
+    for v in ins[1:]:
+        acc = b.add(acc, v)
+    return acc
+
+
+def _softmax_axis_fix(profile: Profile) -> Callable[[Node], bool]:
+    """A softmax the target rejects only for its axis or rank (e.g. axis 1 of an (N, C, 1, 1) tensor, what
+    opset-9 classifiers leave after GlobalAveragePool)."""
+
+    def f(n: Node) -> bool:
+        xs = _static(n.inputs[0])
+        rules = {v.rule for v in node_violations(n, profile)}
+        return xs is not None and bool(rules) and rules <= {"op_axes", "max_rank", "axis"}
+
+    return f
+
+
+def _softmax_2d_build(b, n: Node) -> Value | None:
+    """``softmax(x, axis)`` on a static tensor as a last-axis softmax of a 2-D view: reshape when the dims after
+    ``axis`` are all 1, else transpose ``axis`` last first (and back after). Exact."""
+    xs = _static(n.inputs[0])
+    if xs is None:
+        return None
+    r = len(xs)
+    axis = int(n.attrs.get("axis", -1)) % r
+    x, shape = n.inputs[0], list(xs)
+    perm = None
+    if any(d != 1 for d in xs[axis + 1:]):
+        perm = [i for i in range(r) if i != axis] + [axis]
+        x = b.transpose(x, perm=perm)
+        shape = [xs[i] for i in perm]
+    rows = math.prod(shape[:-1]) if perm is not None else math.prod(xs[:axis])
+    flat = b.reshape(x, b.const(np.asarray([rows, xs[axis]], dtype=np.int64), name=f"{b.hint}_2d"))
+    y = getattr(b, n.op)(flat, axis=1)
+    y = b.reshape(y, b.const(np.asarray(shape, dtype=np.int64), name=f"{b.hint}_shape"))
+    if perm is not None:
+        y = b.transpose(y, perm=[perm.index(i) for i in range(r)])
+    return y
+
+
+def _softmax_2d_emits(n: Node) -> tuple[str, ...]:
+    xs = _static(n.inputs[0])
+    axis = int(n.attrs.get("axis", -1)) % len(xs) if xs else 0
+    tail = xs is None or any(d != 1 for d in xs[axis + 1:])
+    return ("Reshape", onnx_type(n.op)) + (("Transpose",) if tail else ())
+
+
+def _channel_shuffle(graph: Graph, n: Node) -> tuple[Node, list[int]] | None:
+    """``n`` = reshape (N, C, H, W) -> (N, g, C/g, H, W) followed by transpose [0, 2, 1, 3, 4] and a reshape
+    back to (N, C, H, W): ShuffleNet's channel shuffle. Returns the closing reshape and the output-to-input
+    channel map."""
+    xs, ys = _static(n.inputs[0]), _static(n.outputs[0])
+    if xs is None or ys is None or len(xs) != 4 or len(ys) != 5 or ys[0] != xs[0] or ys[3:] != xs[2:]:
+        return None
+    g, cg = ys[1], ys[2]
+    if g * cg != xs[1] or len(n.outputs[0].uses) != 1 or n.outputs[0] in graph.outputs:
+        return None
+    t = n.outputs[0].uses[0].node
+    if t.op != "transpose" or list(t.attrs.get("perm") or []) != [0, 2, 1, 3, 4] or len(t.outputs[0].uses) != 1 \
+            or t.outputs[0] in graph.outputs:
+        return None
+    r2 = t.outputs[0].uses[0].node
+    if r2.op != "reshape" or _static(r2.outputs[0]) != xs:
+        return None
+    # output channel k*g + i holds input channel i*cg + k
+    return r2, [i * cg + k for k in range(cg) for i in range(g)]
+
+
+def _channel_shuffle_conv(graph: Graph, n: Node) -> bool:
+    """Channel shuffle (rank-5 reshape/transpose) as a 1x1 conv with a 0/1 permutation matrix: rank 4
+    throughout, exact in float, and exact in int8 too (weights 1.0 quantize without error)."""
+    found = _channel_shuffle(graph, n)
+    if found is None:
+        return False
+    r2, src = found
+    c = len(src)
+    w = np.zeros((c, c, 1, 1), dtype=np.float32)
+    w[np.arange(c), src, 0, 0] = 1.0
+    from graphopt.passes.decompose import replace_node
+
+    x = n.inputs[0]
+    return replace_node(graph, r2, lambda b: b.conv(x, b.const(w, "param", name=f"{b.hint}_perm"),
+                                                    kernel_shape=[1, 1]), "channel-shuffle-conv")
+
+
 def _group_not_allowed(profile: Profile) -> Callable[[Node], bool]:
     def f(n: Node) -> bool:
         return any(v.rule == "group" for v in node_violations(n, profile))
@@ -675,12 +767,16 @@ def legalizers(profile: Profile) -> dict[str, list[Legalizer]]:
                       _decomp(lambda b, n: d.layer_norm_primitives(b, n, False), "legalize-layernorm")),
         ],
         "softmax": [
+            Legalizer("softmax-2d", _softmax_2d_emits, _decomp(_softmax_2d_build, "legalize-softmax"),
+                      _softmax_axis_fix(profile)),
             Legalizer("softmax-primitives", ("ReduceMax", "Sub", "Exp", "ReduceSum", "Div"),
                       _decomp(lambda b, n: d.softmax_primitives(b, n, True), "legalize-softmax")),
             Legalizer("softmax-primitives-reciprocal", ("ReduceMax", "Sub", "Exp", "ReduceSum", "Reciprocal", "Mul"),
                       _decomp(lambda b, n: d.softmax_primitives(b, n, False), "legalize-softmax")),
         ],
-        "log_softmax": [Legalizer("log-softmax-primitives", ("ReduceMax", "Sub", "Exp", "ReduceSum", "Log"),
+        "log_softmax": [Legalizer("softmax-2d", _softmax_2d_emits, _decomp(_softmax_2d_build, "legalize-softmax"),
+                                  _softmax_axis_fix(profile)),
+                        Legalizer("log-softmax-primitives", ("ReduceMax", "Sub", "Exp", "ReduceSum", "Log"),
                                   _decomp(d.log_softmax_primitives, "legalize-softmax"))],
         "batch_norm": [Legalizer("batchnorm-mul-add", ("Mul", "Add"), _decomp(d.batchnorm_primitives,
                                                                               "legalize-batchnorm"))],
@@ -725,6 +821,9 @@ def legalizers(profile: Profile) -> dict[str, list[Legalizer]]:
         "slice": [Legalizer("strided-slice-avgpool", ("AveragePool",), _decomp(_slice_as_pool_build,
                                                                                "legalize-slice"))],
         "pad": [Legalizer("zero-pad-concat", ("Concat",), _decomp(_pad_as_concat_build, "legalize-pad"))],
+        "sum": [Legalizer("sum-adds", ("Add",), _decomp(_sum_as_adds_build, "legalize-sum"))],
+        "reshape": [Legalizer("channel-shuffle-conv", ("Conv",), _channel_shuffle_conv,
+                              lambda n: _channel_shuffle(n.graph, n) is not None, values=True)],
         "conv": [Legalizer("split-conv-kernel", ("Conv", "Pad", "Slice", "Add"), _split_conv_kernel(profile),
                            _too_big_kernel(profile)),
                  Legalizer("split-conv-groups", ("Slice", "Conv", "Concat"), _split_conv_groups(profile),
@@ -746,12 +845,16 @@ def legalize(graph: Graph, profile: Profile, *, max_rounds: int = 6) -> Legalize
     table = legalizers(profile)
     for _ in range(max_rounds):
         changed = False
+        bad_outputs = {v.node for v in value_violations(graph, profile)}
         for node in graph.nodes:
             if node.graph is not graph:
                 continue
-            if not node_violations(node, profile):
+            op_level = bool(node_violations(node, profile))
+            if not op_level and node.name not in bad_outputs:
                 continue
             for cand in table.get(node.op, []):
+                if not op_level and not cand.values:
+                    continue
                 emits = cand.emits(node) if callable(cand.emits) else cand.emits
                 if not cand.applies(node) or not all(profile.allows(o) for o in emits):
                     continue
