@@ -257,6 +257,47 @@ def test_channel_shuffle_softmax_axis_and_sum_are_legalized_exactly(tmp_path):
     assert rep.ok, str(rep)
 
 
+STRIDES = """
+    [target]
+    name = "stride3"
+    max_rank = 4
+    activation_dtype = "int8"
+    [ops]
+    allow = ["Conv", "AveragePool", "Mul", "Add", "Sqrt", "Div", "Log", "Exp", "Concat"]
+    [ops.Conv]
+    stride_max = 3
+    [ops.AveragePool]
+    stride_max = 3
+"""
+
+
+def test_large_strides_and_lrn_are_legalized_exactly(tmp_path):
+    """A stride-4 conv becomes a stride-2 conv + 1x1 AveragePool at stride 2 (stride 5 has no split within the
+    limits and is reported); LRN becomes a band-matrix conv of the squares and a Sqrt- or Exp/Log-based power."""
+    prof = load_profile(profile_from(tmp_path, STRIDES))
+    rng = np.random.default_rng(3)
+    g = Graph("strides")
+    x = g.add_input("x", TensorType(DType.float32, (1, 3, 23, 19)))
+    outs = []
+    for name, st, pads in (("s4", [4, 4], [2, 1, 1, 2]), ("s4x1", [4, 1], [0, 0, 0, 0]), ("s5", [5, 5], [0] * 4)):
+        w = g.add_const(f"w_{name}", rng.standard_normal((5, 3, 3, 3)).astype(np.float32), "param")
+        bias = g.add_const(f"b_{name}", rng.standard_normal(5).astype(np.float32), "param")
+        outs.append(g.create_node("conv", [x, w, bias], {"strides": st, "pads": pads, "dilations": [2, 1]},
+                                  name=name).output)
+    for name, beta in (("lrn75", 0.75), ("lrn5", 0.5), ("lrn6", 0.6)):
+        outs.append(g.create_node("lrn", [outs[0]], {"size": 3, "alpha": 0.3, "beta": beta, "bias": 2.0},
+                                  name=name).output)
+    g.set_outputs(outs)
+    ref = g.copy()
+    res = legalize(g, prof)
+    done = [(r.node, r.legalizer) for r in res.rewrites]
+    assert ("s4", "split-conv-stride") in done and ("s4x1", "split-conv-stride") in done
+    assert {n for n, lg in done if lg == "lrn-conv-band"} == {"lrn75", "lrn5", "lrn6"}
+    assert [(v.node, v.rule) for v in res.violations] == [("s5", "stride_max")]
+    rep = verify(ref, g, rtol=1e-4, atol=1e-5)
+    assert rep.ok, str(rep)
+
+
 def test_channel_padding_is_exact_and_aligned(tmp_path):
     prof = load_profile(profile_from(tmp_path, TINY.format(pad="true")))
     rng = np.random.default_rng(1)

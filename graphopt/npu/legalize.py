@@ -620,6 +620,72 @@ def _split_conv_groups(profile: Profile) -> Callable[[Graph, Node], bool]:
     return apply
 
 
+def _split_conv_stride(profile: Profile) -> Callable[[Graph, Node], bool]:
+    """A conv whose stride exceeds ``stride_max`` (AlexNet's stride-4 stem on a stride-3 target) becomes the same
+    conv at stride s' followed by a 1x1 AveragePool at stride f, s = s'·f per axis: exact (a strided conv is the
+    stride-s' conv's output subsampled by f), at f² times the conv's MACs."""
+
+    def apply(graph: Graph, n: Node) -> bool:
+        lim, pool = profile.ops.get("Conv"), profile.ops.get("AveragePool")
+        if n.op != "conv" or lim is None or lim.stride_max is None:
+            return False
+        if n.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "", None) or _static(n.inputs[0]) is None:
+            return False
+        nd = len(_static(n.inputs[0])) - 2
+        strides = _ints(n.attrs.get("strides"), nd, 1)
+        pool_max = pool.stride_max if pool is not None and pool.stride_max is not None else max(strides)
+        split = []
+        for st in strides:
+            # largest conv stride within the limit that leaves a pool stride within the pool's limit
+            opts = [(a, st // a) for a in range(min(st, lim.stride_max), 0, -1) if st % a == 0 and st // a <= pool_max]
+            if not opts:
+                return False
+            split.append(opts[0])
+        if all(f == 1 for _, f in split):
+            return False
+        from graphopt.passes.decompose import replace_node
+
+        def build(b):
+            y = b.conv(*[v for v in n.inputs if v is not None], **{**n.attrs, "strides": [a for a, _ in split]})
+            return b.avg_pool(y, kernel_shape=[1] * nd, strides=[f for _, f in split])
+
+        return replace_node(graph, n, build, "split-conv-stride")
+
+    return apply
+
+
+def _lrn_build(b, n: Node) -> Value | None:
+    """LRN ``x / (bias + alpha/size · Σ_window x²)^beta`` from supported ops: the channel-window sum of squares is
+    a 1x1 Conv with a 0/1 band matrix (exact), the power is Sqrt-based for beta 0.75 / 0.5 (AlexNet, GoogLeNet) and
+    ``exp(-beta·log t)`` otherwise. Odd sizes only (ONNX centres even windows differently from PyTorch, and
+    onnxruntime rejects them)."""
+    x = n.inputs[0]
+    xs = _static(x)
+    size = n.attrs.get("size")
+    if xs is None or len(xs) < 3 or size is None or int(size) % 2 == 0:
+        return None
+    c, half, nd = xs[1], (int(size) - 1) // 2, len(xs) - 2
+    band = np.zeros((c, c) + (1,) * nd, dtype=np.float32)
+    for i in range(c):
+        band[i, max(0, i - half):min(c, i + half + 1)] = 1.0
+    sq = b.mul(x, x)
+    win = b.conv(sq, b.const(band, "const", name=f"{b.hint}_band"), kernel_shape=[1] * nd)
+    alpha, beta, bias = (float(n.attrs.get(k, d)) for k, d in (("alpha", 1e-4), ("beta", 0.75), ("bias", 1.0)))
+    t = b.add(b.mul(win, _c(b, alpha / int(size), x, "alpha")), _c(b, bias, x, "bias"))
+    if beta == 0.75:
+        r = b.sqrt(t)
+        return b.div(x, b.mul(r, b.sqrt(r)))
+    if beta == 0.5:
+        return b.div(x, b.sqrt(t))
+    return b.mul(x, b.exp(b.mul(b.log(t), _c(b, -beta, x, "beta"))))
+
+
+def _lrn_emits(n: Node) -> tuple[str, ...]:
+    beta = float(n.attrs.get("beta", 0.75))
+    power = ("Sqrt", "Div") if beta in (0.75, 0.5) else ("Log", "Exp")
+    return ("Mul", "Conv", "Add") + power
+
+
 def _sum_as_adds_build(b, n: Node) -> Value | None:
     ins = [v for v in n.inputs if v is not None]
     if len(ins) < 2:
@@ -822,12 +888,15 @@ def legalizers(profile: Profile) -> dict[str, list[Legalizer]]:
                                                                                "legalize-slice"))],
         "pad": [Legalizer("zero-pad-concat", ("Concat",), _decomp(_pad_as_concat_build, "legalize-pad"))],
         "sum": [Legalizer("sum-adds", ("Add",), _decomp(_sum_as_adds_build, "legalize-sum"))],
+        "lrn": [Legalizer("lrn-conv-band", _lrn_emits, _decomp(_lrn_build, "legalize-lrn"))],
         "reshape": [Legalizer("channel-shuffle-conv", ("Conv",), _channel_shuffle_conv,
                               lambda n: _channel_shuffle(n.graph, n) is not None, values=True)],
         "conv": [Legalizer("split-conv-kernel", ("Conv", "Pad", "Slice", "Add"), _split_conv_kernel(profile),
                            _too_big_kernel(profile)),
                  Legalizer("split-conv-groups", ("Slice", "Conv", "Concat"), _split_conv_groups(profile),
-                           _group_not_allowed(profile))],
+                           _group_not_allowed(profile)),
+                 Legalizer("split-conv-stride", ("Conv", "AveragePool"), _split_conv_stride(profile),
+                           lambda n: any(v.rule == "stride_max" for v in node_violations(n, profile)))],
     }
 
 
