@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 import torch
@@ -131,19 +132,38 @@ def test_score_is_deterministic_and_side_effect_free() -> None:
         tfmas.tfmas_score(nn.Linear(2, 2), ids)
 
 
-def test_forced_collapse_lowers_the_default_score() -> None:
+def test_forced_collapse_lowers_the_gradient_rank_score() -> None:
     """Identical tokens make the first layer's token representations rank 1, so each head's dL/dM = (dL/dy) xᵀ
-    has effective rank exactly 1; random tokens keep it high (for the default and the layer-sum variant)."""
+    has effective rank exactly 1; random tokens keep it high (for grad_erank and its layer-sum variant)."""
     model = TinySSDStack(n_layers=3, d=16, headdim=8)
-    collapsed = tfmas.tfmas_score(model, torch.full((2, 12), 3))
-    diverse = tfmas.tfmas_score(model, _ids(2, 12))
-    n = len(model.layers)  # the default score averages over layers: per_layer holds erank_l / n
+    collapsed = tfmas.tfmas_score(model, torch.full((2, 12), 3), score="grad_erank")
+    diverse = tfmas.tfmas_score(model, _ids(2, 12), score="grad_erank")
+    n = len(model.layers)  # grad_erank averages over layers: per_layer holds erank_l / n
     assert collapsed.per_layer["layers.0"] * n == pytest.approx(model.heads, rel=1e-6)  # 1 per head
     assert diverse.per_layer["layers.0"] * n > 2 * model.heads
     assert collapsed.score < diverse.score
     batches = (torch.full((2, 12), 3), _ids(2, 12))
     sums = [tfmas.tfmas_score(model, ids, score="grad_erank_sum").score for ids in batches]
     assert sums[0] == pytest.approx(collapsed.score * n) and sums[0] < sums[1]
+
+
+def test_default_rank_collapse_score_tracks_the_composed_token_mixing() -> None:
+    """The default score is erank(M_L..M_1) / erank(M_1); its per-layer parts telescope to it (layer 0 gives 1,
+    each later layer the rank it loses or adds). Without residuals a deep stack collapses, so it scores well below
+    a shallow one; a single layer scores exactly 1."""
+    assert tfmas.DEFAULT_SCORE == "rank_collapse"
+    ids = _ids(2, 16)
+    deep = TinySSDStack(n_layers=6, residual=False, d=16, headdim=8)
+    mats, _, _ = tfmas.token_matrices_and_grads(deep, ids)
+    er = tfmas.token_product_erank(mats)
+    res = tfmas.tfmas_score(deep, ids)
+    assert res.score == pytest.approx(er[-1] / er[0], rel=1e-9)
+    assert res.per_layer["layers.0"] == pytest.approx(1.0)
+    assert math.fsum(res.per_layer.values()) == pytest.approx(res.score, rel=1e-9)
+    assert all(v <= 1e-9 for k, v in res.per_layer.items() if k != "layers.0")  # rank only falls without residuals
+    assert res.score < 0.5
+    shallow = TinySSDStack(n_layers=1, residual=False, d=16, headdim=8)
+    assert tfmas.tfmas_score(shallow, ids).score == pytest.approx(1.0)
 
 
 def test_space_param_count_ranges_and_sampling() -> None:
