@@ -103,3 +103,33 @@ def test_sigkilled_search_resumes_without_losing_or_rescoring(tmp_path):
         assert done_before <= done_after  # nothing lost
         assert all(r.n_finished == 1 for r in st.rows("done"))
         assert st.meta["iterations_done"] == 3
+
+
+def test_resuming_a_run_with_another_model_is_refused(tmp_path):
+    """A resumed run must start from the model it was started from; another model would mix two searches."""
+    import pytest
+
+    from graphopt.errors import GraphoptError
+    from graphopt.ir import DType, Graph, TensorType
+    from graphopt.search.evolution import EvolutionConfig, ParetoEvolution
+
+    def chain(ops):
+        g = Graph("toy")
+        v = g.add_input("x", TensorType(DType.float32, (1, 4)))
+        for o in ops:
+            v = g.create_node(o, [v]).output
+        g.set_outputs([v])
+        return g
+
+    def evolution():
+        store = ResultStore.open(tmp_path / "run")
+        return ParetoEvolution(mutate=lambda g, rng: (chain(["tanh", *[n.op for n in g.nodes]]), []),
+                               score=lambda g, parent: {"score": 1.0 / len(g)}, cost=lambda g: float(len(g)),
+                               store=store, run_dir=tmp_path / "run",
+                               config=EvolutionConfig(iterations=1, parents_per_iter=1, mutants_per_parent=1,
+                                                      cost_window=(0.0, 9.0)))
+
+    evolution().run(chain(["relu"]))
+    with pytest.raises(GraphoptError, match="started from a different model"):
+        evolution().run(chain(["sigmoid"]))
+    assert len(evolution().run(chain(["relu"]))) >= 1  # the same model resumes

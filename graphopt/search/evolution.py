@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..errors import GraphoptError
 from ..ir.graph import Graph
 from ..ir.serialize import load as load_graph
 from ..ir.serialize import save as save_graph
@@ -176,8 +177,14 @@ class ParetoEvolution:
     def run(self, seed_graph: Graph) -> list[Candidate]:
         """Evolve from ``seed_graph``; returns the final Pareto front."""
         rng = random.Random(self.cfg.seed)
-        self._resume()
         seed_hash = structure_hash(seed_graph)
+        started = self.store.meta.get("seed_hash")
+        if started is not None and started != seed_hash:
+            # resuming with another model would mix two searches' candidates in one front
+            raise GraphoptError(f"{self.run_dir}: this run was started from a different model (structure hash "
+                                f"{started}, this one is {seed_hash}); resume it with the model it started from, "
+                                f"or start a new run")
+        self._resume()
         if seed_hash not in self.population:
             seed = self._record(seed_graph, None, [])
             if seed is None:
