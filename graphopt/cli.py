@@ -271,6 +271,19 @@ _register_subcommands()
 
 
 def main() -> None:
+    """The ``graphopt`` console script: Python warnings print as one ``warning: ...`` line each (no source
+    path and line, each distinct message once), like the CLI's own warnings."""
+    import warnings
+
+    shown: set[str] = set()
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001 - warnings API
+        text = str(message)
+        if text not in shown:
+            shown.add(text)
+            console.print(f"[yellow]warning:[/] {escape(text)}", highlight=False, soft_wrap=True)
+
+    warnings.showwarning = show
     app()
 
 

@@ -122,3 +122,21 @@ def test_inspect_dynamic_batch_reports_per_sample_flops_and_full_types(tmp_path)
     assert d["flops"] == o["flops"] > 0 and "per sample" in d["flops_note"] and "flops_note" not in o
     res = runner.invoke(app, ["inspect", str(dyn)], env={"COLUMNS": "200"})
     assert res.exit_code == 0 and "float32[batch,3,8,8]" in res.stdout and "per sample" in res.stdout
+
+
+def test_console_script_prints_python_warnings_as_one_clean_line():
+    """``graphopt`` (cli.main) shows each distinct Python warning once as ``warning: ...``, without the source
+    path and line that ``warnings`` prints by default (library warnings like random calibration's)."""
+    import subprocess
+    import sys
+
+    code = ("import warnings, graphopt.cli as c\n"
+            "def fake():\n"
+            "    warnings.warn('calibrating on [RANDOM] inputs')\n"
+            "    warnings.warn('calibrating on [RANDOM] inputs', stacklevel=2)\n"
+            "c.app = fake\n"
+            "c.main()\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert lines == ["warning: calibrating on [RANDOM] inputs"], res.stderr

@@ -17,6 +17,8 @@ onnxruntime's float16 converter instead (inputs/outputs stay fp32).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import tempfile
 import warnings
@@ -242,11 +244,13 @@ def quantize_qdq(model: Any, calib: CalibData, profile: Profile, *, max_calib: i
                           f"{method}", stacklevel=2)
             cal_method = CalibrationMethod.MinMax
         try:
-            quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=profile.per_channel,
-                            activation_type=act, weight_type=wt, calibrate_method=cal_method,
-                            nodes_to_exclude=exclude,
-                            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
-                                           "CalibPercentile": float(percentile)})
+            # onnxruntime's histogram calibrators print() their progress; keep the user's stdout clean
+            with contextlib.redirect_stdout(io.StringIO()):
+                quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ,
+                                per_channel=profile.per_channel, activation_type=act, weight_type=wt,
+                                calibrate_method=cal_method, nodes_to_exclude=exclude,
+                                extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
+                                               "CalibPercentile": float(percentile)})
         except Exception as e:  # noqa: BLE001 - re-raised with context
             raise GraphoptError(f"onnxruntime quantize_static failed: {type(e).__name__}: {e}") from e
         finally:
