@@ -219,3 +219,24 @@ def test_error_messages_keep_bracketed_shapes(tmp_path):
     path = save(g, tmp_path / "tokens32.json")
     res = runner.invoke(app, ["score", str(path), "--data", "assoc_recall", "--proxy", "snip"])
     assert res.exit_code == 2 and "int64[batch,32]" in res.output and "(20,)" in res.output, res.output
+
+
+def test_synflow_converts_float_literals_to_float64():
+    """SynFlow runs the proxy view in float64; a float32 literal (kind ``const``, e.g. the zero initial state an
+    LSTM lowers to) used by a matmul must follow, else the matmul fails on mixed dtypes. Closed form for
+    f(x) = (x @ L) Wᵀ on an all-ones input: synflow = Σ_o Σ_i |W_oi| · |Σ_k L_ki| (literals are not made absolute)."""
+    from graphopt.ir import DType, Graph, TensorType
+
+    rng = np.random.default_rng(4)
+    lit = rng.standard_normal((4, 3)).astype(np.float32)
+    w = rng.standard_normal((2, 3)).astype(np.float32)
+    g = Graph("lit")
+    x = g.add_input("x", TensorType(DType.float32, ("batch", 4)))
+    y = g.create_node("matmul", [x, g.add_const("mix", lit, "const")], name="mix").output
+    y = g.create_node("gemm", [y, g.add_const("fc.weight", w, "param")], {"transB": 1}, name="fc").output
+    g.set_outputs([y])
+    net = GraphProxyNet(g)
+    got = proxies.compute("synflow", net, torch.randn(5, 4), seed=0).score
+    want = float((np.abs(w.astype(np.float64)) * np.abs(lit.astype(np.float64).sum(0))[None, :]).sum())
+    assert got == pytest.approx(want, rel=1e-6)
+    assert all(t.dtype == torch.float64 for t in net.double()._literals.values())

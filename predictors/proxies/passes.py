@@ -252,6 +252,13 @@ class GraphProxyNet(nn.Module):
                 self._output_slots.append(("env", env[id(v)]))
         self._n_env = len(env)
 
+    def _apply(self, fn, recurse: bool = True):  # noqa: ANN001, ANN202 - nn.Module's signature
+        """``.double()``, ``.to(device)`` etc. also convert the float literals: a float32 literal (e.g. the zero
+        initial state an LSTM lowers to) would otherwise meet float64 activations in a matmul under SynFlow."""
+        super()._apply(fn, recurse)
+        self._literals = {k: fn(t) if t.is_floating_point() else t for k, t in self._literals.items()}
+        return self
+
     # -- construction ----------------------------------------------------------------------------------
     def _literal(self, v: Value) -> str:
         if v.name not in self._literals:
