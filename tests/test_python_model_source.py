@@ -160,3 +160,11 @@ def test_cli_inspect_and_export_read_python_source(model_py: Path, tmp_path: Pat
                     "        super().__init__(4, 2)\n")
     res = runner.invoke(app, ["inspect", str(bare)])
     assert res.exit_code == 2 and "pass --input-shape (e.g. input=1,3,32,32)" in res.output
+
+
+def test_python_source_is_a_mining_corpus_item(model_py: Path):
+    """``graphopt segments build mymodel.py:Net ...``: the corpus loader accepts PyTorch source too."""
+    from graphopt.passes.autogo.corpus import corpus_graphs
+
+    [(name, g)] = list(corpus_graphs([f"{model_py}:Net"]))
+    assert name.endswith("mymodel.py:Net") and {n.op for n in g.nodes} >= {"conv", "batch_norm", "gemm"}

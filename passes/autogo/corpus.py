@@ -2,7 +2,8 @@
 
 Corpus items (strings, as on the ``graphopt segments build`` command line):
 
-* a model file graphopt can load (``.onnx``, ``.pt2``, IR ``.json``, graphopt ``.pt`` bundle);
+* a model file graphopt can load (``.onnx``, ``.pt2``, IR ``.json``, graphopt ``.pt`` bundle), or PyTorch source
+  ``model.py[:NAME]`` whose file defines ``example_inputs``;
 * ``zoo:NAME`` — a model of ``graphopt.models`` in eval mode, lowered with the torch frontend at its example
   input (batch 2);
 * ``nb201:N`` — N NAS-Bench-201 networks whose arch strings are taken at evenly spaced NB201 indices
@@ -93,10 +94,13 @@ def corpus_graphs(items: list[str]) -> Iterator[tuple[str, Graph]]:
             else:
                 yield f"nb201:{spec}", nb201_graph(spec)
         else:
-            from graphopt.modelio import load_model
+            from graphopt.modelio import is_python_spec, load_model
 
+            if is_python_spec(item):  # model.py[:NAME]: needs example_inputs in the file
+                yield item, load_model(item)
+                continue
             path = Path(item)
             if not path.exists():
-                raise FileNotFoundError(f"corpus item {item!r}: no such file (use a model file, zoo:NAME or "
-                                        f"nb201:N)")
+                raise FileNotFoundError(f"corpus item {item!r}: no such file (use a model file, model.py:NAME, "
+                                        f"zoo:NAME or nb201:N)")
             yield path.stem, load_model(path)
