@@ -458,14 +458,14 @@ def _reduce_mean_as_global(n: Node) -> bool:
 
 
 def _matmul_as_gemm_build(b, n: Node) -> Value | None:
+    """``A @ W`` with a constant 2-D ``W``: a Gemm on A's rows flattened to 2-D (any leading dims, e.g. the
+    (N, H, W, C) channel MLP of ConvNeXt), reshaped back. Exact."""
     a, w = n.inputs
     as_, ws = _static(a), _static(w)
-    if as_ is None or ws is None or w.const is None or len(ws) != 2:
+    if as_ is None or ws is None or w.const is None or len(ws) != 2 or len(as_) < 2:
         return None
     if len(as_) == 2:
         return b.gemm(a, w)
-    if math.prod(as_[:-1]) != as_[-2] and len(as_) > 2 and any(d != 1 for d in as_[:-2]):
-        return None
     flat = b.reshape(a, b.const(np.asarray([-1, as_[-1]], dtype=np.int64), name=f"{b.hint}_2d"))
     y = b.gemm(flat, w)
     return b.reshape(y, b.const(np.asarray([*as_[:-1], ws[1]], dtype=np.int64), name=f"{b.hint}_nd"))
@@ -686,6 +686,17 @@ def _lrn_emits(n: Node) -> tuple[str, ...]:
     return ("Mul", "Conv", "Add") + power
 
 
+def _erf_tanh_build(b, n: Node) -> Value:
+    """``erf(z) ≈ tanh(2/√π · (z + 2κ z³))``, κ = 0.044715: the tanh-GELU approximation written for erf (max
+    abs error 3.6e-4), for targets with Tanh but no Erf where GELU already arrived decomposed (opset < 20)."""
+    from graphopt.passes.decompose import GELU_TANH_KAPPA
+
+    z = n.inputs[0]
+    cube = b.mul(z, b.mul(z, z))
+    inner = b.add(z, b.mul(cube, _c(b, 2.0 * GELU_TANH_KAPPA, z, "kappa")))
+    return b.tanh(b.mul(inner, _c(b, 2.0 / math.sqrt(math.pi), z, "scale")))
+
+
 def _sum_as_adds_build(b, n: Node) -> Value | None:
     ins = [v for v in n.inputs if v is not None]
     if len(ins) < 2:
@@ -888,6 +899,8 @@ def legalizers(profile: Profile) -> dict[str, list[Legalizer]]:
                                                                                "legalize-slice"))],
         "pad": [Legalizer("zero-pad-concat", ("Concat",), _decomp(_pad_as_concat_build, "legalize-pad"))],
         "sum": [Legalizer("sum-adds", ("Add",), _decomp(_sum_as_adds_build, "legalize-sum"))],
+        "erf": [Legalizer("erf-tanh-approx", ("Mul", "Add", "Tanh"), _decomp(_erf_tanh_build, "legalize-erf"),
+                          approximate=True)],
         "lrn": [Legalizer("lrn-conv-band", _lrn_emits, _decomp(_lrn_build, "legalize-lrn"))],
         "reshape": [Legalizer("channel-shuffle-conv", ("Conv",), _channel_shuffle_conv,
                               lambda n: _channel_shuffle(n.graph, n) is not None, values=True)],
