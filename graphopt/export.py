@@ -79,7 +79,7 @@ def export_model(
     check failed).
     """
     from .ir.verify import verify as verify_ir
-    from .modelio import is_python_spec, load_model, python_input_names
+    from .modelio import is_python_spec, load_model
     from .npu.profiles import load_profile
     from .pass_api import load_pass_module
     from .pass_manager import PassManager
@@ -109,7 +109,7 @@ def export_model(
     if isinstance(input_shapes, list) and is_python_spec(model):  # the shapes build the example inputs
         from .commands.common import parse_input_shapes
 
-        graph = load_model(model, input_shapes=parse_input_shapes(input_shapes, python_input_names(str(model))))
+        graph = load_model(model, input_shapes=parse_input_shapes(input_shapes, [""]))  # "" = the only input
     elif isinstance(input_shapes, list):  # CLI specs ("x=1,3,32,32" or a bare "1,3,32,32" for one input)
         from .commands.common import parse_input_shapes
         from .ir.infer import set_input_shapes

@@ -187,11 +187,10 @@ def _candidates(mod: Any) -> list[str]:
         or (inspect.isclass(v) and issubclass(v, torch.nn.Module) and v.__module__ == mod.__name__)))
 
 
-def python_input_names(spec: str) -> list[str]:
-    """The forward's tensor argument names of the module ``spec`` names (what ``--input-shape`` binds)."""
+def _forward_input_names(module: Any) -> list[str]:
+    """The forward's required positional argument names (what ``--input-shape`` binds)."""
     import inspect
 
-    module, _ = load_python_module(spec)
     params = inspect.signature(module.forward).parameters.values()
     return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
             and p.default is inspect.Parameter.empty]
@@ -207,9 +206,11 @@ def _load_python(spec: str, input_shapes: dict[str, list[int | str]] | None) -> 
     from .frontends.torch import from_torch
 
     module, example = load_python_module(spec)
-    names = python_input_names(spec)
+    names = _forward_input_names(module)
     if input_shapes:
-        if "" in input_shapes and len(names) == 1:
+        if "" in input_shapes:  # a bare d0,d1,... names the only input
+            if len(names) != 1:
+                raise ModelLoadError(f"{spec}: name the input (NAME=d0,d1,...); forward takes {', '.join(names)}")
             input_shapes = {names[0]: input_shapes[""]}
         unknown = set(input_shapes) - set(names)
         missing = [n for n in names if n not in input_shapes]

@@ -174,23 +174,29 @@ def test_legalize_rewrites_to_supported_ops_and_reports_the_rest(tmp_path):
     assert rep.ok, str(rep)
 
 
-GROUPS = """
-    [target]
-    name = "no-grouped"
-    max_rank = 4
-    activation_dtype = "int8"
-    [ops]
-    allow = ["Conv", "Slice", "Concat", "Relu"]
-    [ops.Conv]
-    group = ["standard", "depthwise"]
-"""
+def int8_profile(tmp_path: Path, allow: list[str], limits: str = ""):
+    """A rank-4 int8 target allowing ``allow``, with extra ``[ops.X]`` tables in ``limits``."""
+    body = f'[target]\nname = "test"\nmax_rank = 4\nactivation_dtype = "int8"\n[ops]\nallow = {json.dumps(allow)}\n'
+    return load_profile(profile_from(tmp_path, body + textwrap.dedent(limits)))
+
+
+def legalize_exactly(g: Graph, prof, rtol: float = 1e-5, atol: float = 1e-5):
+    """Legalize ``g`` in place; the result must compute what the original did (within float rounding)."""
+    ref = g.copy()
+    res = legalize(g, prof)
+    rep = verify(ref, g, rtol=rtol, atol=atol)
+    assert rep.ok, str(rep)
+    return res
 
 
 @pytest.mark.parametrize("bias", [True, False])
 def test_grouped_conv_is_split_into_standard_convs(tmp_path, bias):
     """A target without grouped convs gets one standard conv per group on input channel slices (exact);
     depthwise convs, which it allows, stay as they are."""
-    prof = load_profile(profile_from(tmp_path, GROUPS))
+    prof = int8_profile(tmp_path, ["Conv", "Slice", "Concat", "Relu"], """
+        [ops.Conv]
+        group = ["standard", "depthwise"]
+    """)
     rng = np.random.default_rng(1)
     g = Graph("grouped")
     x = g.add_input("x", TensorType(DType.float32, (1, 8, 9, 9)))
@@ -202,35 +208,24 @@ def test_grouped_conv_is_split_into_standard_convs(tmp_path, bias):
     y = g.create_node("conv", dw, {"group": 12, "pads": [1, 1, 1, 1]}, name="depthwise").output
     g.set_outputs([g.create_node("relu", [y], name="act").output])
     assert [(v.node, v.rule) for v in check(g, prof)] == [("grouped", "group")]
-    ref = g.copy()
-    res = legalize(g, prof)
+    res = legalize_exactly(g, prof)
     assert [r.legalizer for r in res.rewrites] == ["split-conv-groups"] and res.violations == []
     groups = sorted(int(n.attrs.get("group", 1)) for n in g.nodes if n.op == "conv")
     assert groups == [1, 1, 1, 1, 12]
-    rep = verify(ref, g, rtol=1e-5, atol=1e-5)
-    assert rep.ok, str(rep)
-
-
-RANK4 = """
-    [target]
-    name = "rank4"
-    max_rank = 4
-    activation_dtype = "int8"
-    [ops]
-    allow = ["Conv", "Reshape", "Transpose", "Softmax", "LogSoftmax", "Add", "GlobalAveragePool"]
-    [ops.Softmax]
-    op_axes = "last"
-    max_rank = 2
-    [ops.LogSoftmax]
-    op_axes = "last"
-    max_rank = 2
-"""
 
 
 def test_channel_shuffle_softmax_axis_and_sum_are_legalized_exactly(tmp_path):
     """ShuffleNet's rank-5 channel shuffle becomes a 1x1 permutation conv; a softmax over channels (after global
     pooling, and over a full feature map) becomes a last-axis softmax of a 2-D view; Sum becomes Adds."""
-    prof = load_profile(profile_from(tmp_path, RANK4))
+    prof = int8_profile(tmp_path, ["Conv", "Reshape", "Transpose", "Softmax", "LogSoftmax", "Add",
+                                   "GlobalAveragePool"], """
+        [ops.Softmax]
+        op_axes = "last"
+        max_rank = 2
+        [ops.LogSoftmax]
+        op_axes = "last"
+        max_rank = 2
+    """)
     rng = np.random.default_rng(2)
     g = Graph("shuffle")
     x = g.add_input("x", TensorType(DType.float32, (1, 6, 5, 5)))
@@ -248,33 +243,21 @@ def test_channel_shuffle_softmax_axis_and_sum_are_legalized_exactly(tmp_path):
     before = {(v.node, v.rule) for v in check(g, prof)}
     assert {("split_groups", "max_rank"), ("sm_map", "op_axes"), ("sum3", "op-not-supported"),
             ("lsm", "op_axes")} <= before
-    ref = g.copy()
-    res = legalize(g, prof)
+    res = legalize_exactly(g, prof, atol=1e-6)
     assert {r.legalizer for r in res.rewrites} >= {"channel-shuffle-conv", "softmax-2d", "sum-adds"}
     assert res.violations == [], res.violations
     assert all(len(o.type.shape) <= 4 for n in g.nodes for o in n.outputs)
-    rep = verify(ref, g, rtol=1e-5, atol=1e-6)
-    assert rep.ok, str(rep)
-
-
-STRIDES = """
-    [target]
-    name = "stride3"
-    max_rank = 4
-    activation_dtype = "int8"
-    [ops]
-    allow = ["Conv", "AveragePool", "Mul", "Add", "Sqrt", "Div", "Log", "Exp", "Concat"]
-    [ops.Conv]
-    stride_max = 3
-    [ops.AveragePool]
-    stride_max = 3
-"""
 
 
 def test_large_strides_and_lrn_are_legalized_exactly(tmp_path):
     """A stride-4 conv becomes a stride-2 conv + 1x1 AveragePool at stride 2 (stride 5 has no split within the
     limits and is reported); LRN becomes a band-matrix conv of the squares and a Sqrt- or Exp/Log-based power."""
-    prof = load_profile(profile_from(tmp_path, STRIDES))
+    prof = int8_profile(tmp_path, ["Conv", "AveragePool", "Mul", "Add", "Sqrt", "Div", "Log", "Exp", "Concat"], """
+        [ops.Conv]
+        stride_max = 3
+        [ops.AveragePool]
+        stride_max = 3
+    """)
     rng = np.random.default_rng(3)
     g = Graph("strides")
     x = g.add_input("x", TensorType(DType.float32, (1, 3, 23, 19)))
@@ -288,28 +271,18 @@ def test_large_strides_and_lrn_are_legalized_exactly(tmp_path):
         outs.append(g.create_node("lrn", [outs[0]], {"size": 3, "alpha": 0.3, "beta": beta, "bias": 2.0},
                                   name=name).output)
     g.set_outputs(outs)
-    ref = g.copy()
-    res = legalize(g, prof)
+    res = legalize_exactly(g, prof, rtol=1e-4, atol=1e-5)
     done = [(r.node, r.legalizer) for r in res.rewrites]
     assert ("s4", "split-conv-stride") in done and ("s4x1", "split-conv-stride") in done
     assert {n for n, lg in done if lg == "lrn-conv-band"} == {"lrn75", "lrn5", "lrn6"}
     assert [(v.node, v.rule) for v in res.violations] == [("s5", "stride_max")]
-    rep = verify(ref, g, rtol=1e-4, atol=1e-5)
-    assert rep.ok, str(rep)
 
 
 def test_matmul_with_constant_weights_becomes_gemm_for_any_leading_dims(tmp_path):
     """ConvNeXt's channel MLP multiplies an (N, H, W, C) tensor by a constant (C, C') weight: on a target with
     Gemm but no MatMul it becomes Reshape -> Gemm -> Reshape whatever the leading dims (before: only when all but
     one were 1)."""
-    prof = load_profile(profile_from(tmp_path, """
-        [target]
-        name = "gemm-only"
-        max_rank = 4
-        activation_dtype = "int8"
-        [ops]
-        allow = ["Gemm", "Reshape"]
-    """))
+    prof = int8_profile(tmp_path, ["Gemm", "Reshape"])
     rng = np.random.default_rng(5)
     g = Graph("mlp")
     outs = []
@@ -318,12 +291,9 @@ def test_matmul_with_constant_weights_becomes_gemm_for_any_leading_dims(tmp_path
         w = g.add_const(f"w_{name}", rng.standard_normal((6, 3)).astype(np.float32), "param")
         outs.append(g.create_node("matmul", [x, w], name=name).output)
     g.set_outputs(outs)
-    ref = g.copy()
-    res = legalize(g, prof)
+    res = legalize_exactly(g, prof, atol=1e-6)
     assert sorted(r.node for r in res.rewrites if r.legalizer == "matmul-gemm") == ["nhwc", "nlc"]
     assert res.violations == []
-    rep = verify(ref, g, rtol=1e-5, atol=1e-6)
-    assert rep.ok, str(rep)
 
 
 def test_erf_on_a_target_without_it_is_approximated_with_tanh(tmp_path):

@@ -72,10 +72,10 @@ def parse_input_shapes(specs: list[str] | None, graph_inputs: list[str] | None =
 
 def load_for_cli(model: Path, input_shape: list[str] | None = None, trust_pickle: bool = False):
     from ..ir.infer import set_input_shapes
-    from ..modelio import is_python_spec, load_model, python_input_names
+    from ..modelio import is_python_spec, load_model
 
-    if is_python_spec(model):  # the shapes build the example inputs the module is traced with
-        return load_model(model, input_shapes=parse_input_shapes(input_shape, python_input_names(str(model))))
+    if is_python_spec(model):  # the shapes build the example inputs; a bare d0,d1,... names the only input ("")
+        return load_model(model, input_shapes=parse_input_shapes(input_shape, [""]))
     g = load_model(model, trust=trust_pickle)
     if model.suffix == ".json":  # hand-editable: verify before any command trusts it (frontends verify their own)
         from ..ir.verify import verify
