@@ -55,8 +55,6 @@ def _sym_dependent(v: Value | None) -> bool:
 
 def infer_node(node: Node) -> None:
     """Fill the output types of ``node`` (and known values of small shape tensors)."""
-    import torch
-
     opdef = get_op(node.op)
     if not opdef.arity_ok(len(node.inputs)):
         raise ShapeInferenceError(
@@ -70,50 +68,34 @@ def infer_node(node: Node) -> None:
         types = opdef.infer(node)
         for o, t in zip(node.outputs, types, strict=False):
             o.type = t
+        _try_known(node, opdef, _sentinels(node.graph))
         return
-    graph = node.graph
-    table = _sentinels(graph)
-    args: list[Any] = []
-    unknown_static = False
-    for i, v in enumerate(node.inputs):
-        spec = opdef.input_spec(i)
-        if v is None:
-            args.append(None)
-            continue
-        kv = known_value(v)
-        if spec.static:
-            if kv is None:
-                unknown_static = True
-                args.append(_meta_tensor(v, table))
-            else:
-                args.append(np.asarray(kv).tolist())
-        else:
-            args.append(_meta_tensor(v, table))
-    if unknown_static:
+    infer_by_meta(node)
+
+
+def infer_by_meta(node: Node) -> list[TensorType | None]:
+    """The generic rule: run the op's function on meta tensors (symbols as sentinels), set and return the
+    output types. Ops with an ``infer`` refinement call this first and adjust what the meta run cannot see."""
+
+    opdef = get_op(node.op)
+    table = _sentinels(node.graph)
+    try:
+        args = _meta_args(node, opdef, table)
+    except _SymbolicOverflow:
+        return _infer_small(node, opdef, table)
+    if args is None:
         # A shape-like argument computed at run time: rank/dims are not known statically.
         dt = next((v.type.dtype for v in node.inputs if v is not None and v.type is not None), DType.float32)
         for o in node.outputs:
             o.type = TensorType(dt, None)
         _try_known(node, opdef, table)
-        return
+        return [o.type for o in node.outputs]
     rev = {s: k for k, s in table.items()}
     try:
-        # Meta device: value-producing ops (constant_of_shape, range) whose static operands hold symbolic
-        # sentinels (~7e6 per symbol) would otherwise allocate their whole output for real.
-        with torch.no_grad(), torch.device("meta"):
-            res = opdef.fn(*args, **node.attrs)
-    except Exception as e:  # noqa: BLE001 - re-raised with the node named
-        shapes = ", ".join("None" if v is None else str(v.type) for v in node.inputs)
-        raise ShapeInferenceError(
-            f"node {node.name} ({node.op}) cannot take inputs ({shapes}) with attributes {node.attrs}: {e}"
-        ) from e
-    outs = list(res) if isinstance(res, tuple | list) else [res]
-    if len(outs) != len(node.outputs):
-        raise ShapeInferenceError(f"node {node.name} ({node.op}) produced {len(outs)} outputs, "
-                                  f"the node declares {len(node.outputs)}")
+        outs = _run_meta(node, opdef, args)
+    except _SymbolicOverflow:
+        return _infer_small(node, opdef, table)
     for k, (o, t) in enumerate(zip(node.outputs, outs, strict=True)):
-        if not isinstance(t, torch.Tensor):
-            t = torch.as_tensor(t)
         dims: list[int | str] = []
         for d_i, d in enumerate(t.shape):
             d = int(d)
@@ -129,6 +111,128 @@ def infer_node(node: Node) -> None:
                 dims.append(d)
         o.type = TensorType(DType.from_any(t.dtype), tuple(dims))
     _try_known(node, opdef, table)
+    return [o.type for o in node.outputs]
+
+
+class _SymbolicOverflow(Exception):
+    """The sentinel sizes of several symbolic dims multiply past int64 (``batch x seq x seq`` attention masks)."""
+
+
+def _meta_args(node: Node, opdef, table: dict[str, int], translate: dict[int, int] | None = None) -> list | None:
+    """The op's arguments for a meta run (None when a static argument is only known at run time).
+
+    ``translate`` maps the sentinels inside known static values (a reshape target ``[batch, seq, 4, 16]``) to
+    another table's; a derived symbolic number it does not know raises :class:`_SymbolicOverflow`."""
+    args: list[Any] = []
+    unknown_static = False
+    for i, v in enumerate(node.inputs):
+        spec = opdef.input_spec(i)
+        if v is None:
+            args.append(None)
+            continue
+        kv = known_value(v)
+        if spec.static and kv is not None:
+            vals = np.asarray(kv).tolist()
+            if translate is not None and _sym_dependent(v):
+                vals = _translate(vals, translate)
+            args.append(vals)
+            continue
+        unknown_static = unknown_static or spec.static
+        args.append(_meta_tensor(v, table))
+    return None if unknown_static else args
+
+
+def _translate(vals: Any, translate: dict[int, int]) -> Any:
+    if isinstance(vals, list):
+        return [_translate(x, translate) for x in vals]
+    if isinstance(vals, int) and abs(vals) >= _SENTINEL_BASE // 2 and abs(vals) < 2**62:
+        if abs(vals) not in translate:
+            raise _SymbolicOverflow
+        return translate[abs(vals)] * (1 if vals > 0 else -1)
+    return vals
+
+
+def _run_meta(node: Node, opdef, args: list) -> list:
+    import torch
+
+    try:
+        # Meta device: value-producing ops (constant_of_shape, range) whose static operands hold symbolic
+        # sentinels (~7e6 per symbol) would otherwise allocate their whole output for real.
+        with torch.no_grad(), torch.device("meta"):
+            res = opdef.fn(*args, **node.attrs)
+    except Exception as e:  # noqa: BLE001 - re-raised with the node named
+        if "overflow" in str(e) and any(v is not None and v.type is not None and v.type.symbols()
+                                        for v in node.inputs):
+            raise _SymbolicOverflow from e
+        shapes = ", ".join("None" if v is None else str(v.type) for v in node.inputs)
+        raise ShapeInferenceError(
+            f"node {node.name} ({node.op}) cannot take inputs ({shapes}) with attributes {node.attrs}: {e}"
+        ) from e
+    outs = list(res) if isinstance(res, tuple | list) else [res]
+    if len(outs) != len(node.outputs):
+        raise ShapeInferenceError(f"node {node.name} ({node.op}) produced {len(outs)} outputs, "
+                                  f"the node declares {len(node.outputs)}")
+    return [t if isinstance(t, torch.Tensor) else torch.as_tensor(t) for t in outs]
+
+
+# Two small sentinel tables for graphs whose big sentinels overflow (``batch x heads x seq x seq``): a dim that
+# differs between the two runs came from a symbol; one equal in both is static.
+_SMALL_BASES = (10_007, 20_011)
+
+
+def _infer_small(node: Node, opdef, table: dict[str, int]) -> list[TensorType | None]:
+    """Infer ``node`` with small per-symbol sentinels (two runs) when the big ones overflow int64."""
+    syms = list(table)
+    runs = []
+    for base in _SMALL_BASES:
+        small = {sym: base + 2 * i for i, sym in enumerate(syms)}
+        try:
+            args = _meta_args(node, opdef, small, translate={table[s]: small[s] for s in syms})
+            outs = None if args is None else _run_meta(node, opdef, args)
+        except _SymbolicOverflow:
+            shapes = ", ".join("None" if v is None else str(v.type) for v in node.inputs)
+            raise ShapeInferenceError(
+                f"node {node.name} ({node.op}): the symbolic dims of its inputs ({shapes}) are too many to "
+                f"infer; bind some with --input-shape") from None
+        if outs is None:
+            dt = next((v.type.dtype for v in node.inputs if v is not None and v.type is not None), DType.float32)
+            for o in node.outputs:
+                o.type = TensorType(dt, None)
+            return [o.type for o in node.outputs]
+        runs.append((small, outs))
+    (small_a, outs_a), (small_b, outs_b) = runs
+    sym_a = {v: k for k, v in small_a.items()}
+    for k, (o, ta, tb) in enumerate(zip(node.outputs, outs_a, outs_b, strict=True)):
+        dims: list[int | str] = []
+        for d_i, (da, db) in enumerate(zip(ta.shape, tb.shape, strict=True)):
+            da, db = int(da), int(db)
+            if da == db:
+                dims.append(da)
+            elif da in sym_a and small_b[sym_a[da]] == db:
+                dims.append(sym_a[da])
+            else:  # derived from symbols: a fresh one with its own (big) sentinel
+                fresh = f"{node.name}_o{k}_d{d_i}"
+                table.pop(fresh, None)
+                _sentinel_for(table, fresh)
+                dims.append(fresh)
+        o.type = TensorType(DType.from_any(ta.dtype), tuple(dims))
+    return [o.type for o in node.outputs]
+
+
+def symbol_of(graph: Graph | None, value: int, offset: int = 0) -> str | None:
+    """The symbolic dim whose meta-run sentinel is ``value`` (a fresh derived symbol for ``value − offset``
+    when ``offset`` is non-zero), or None when ``value`` is not a sentinel. Why: ops whose semantics clamp a
+    symbolic *value* against a static dim (``slice``) lose the symbol in the meta run; their ``infer``
+    refinement asks here to get it back."""
+    table = _sentinels(graph)
+    rev = {s: k for k, s in table.items()}
+    if value not in rev:
+        return None
+    if offset == 0:
+        return rev[value]
+    fresh = f"{rev[value]}_minus_{offset}"
+    table.setdefault(fresh, value - offset)
+    return fresh
 
 
 def _meta_tensor(v: Value, table: dict[str, int]):
@@ -141,6 +245,8 @@ def _meta_tensor(v: Value, table: dict[str, int]):
     try:
         return torch.empty(shape, dtype=v.type.dtype.to_torch(), device="meta")
     except RuntimeError as e:  # e.g. a dim product overflowing int64 storage size (a shape bomb)
+        if "overflow" in str(e) and v.type.symbols():
+            raise _SymbolicOverflow from e  # only the sentinels are too big: retried with small ones
         raise ShapeInferenceError(f"value %{v.name} has an impossible shape {v.type}: {e}") from None
 
 

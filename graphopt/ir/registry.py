@@ -188,4 +188,5 @@ def set_onnx_export(name: str, fn: Callable[..., Any], min_opset: int = 1) -> No
 
 
 def _snake(s: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z][a-z])", "_", s).lower()
+    # GatherND -> gather_nd, BatchNormalization -> batch_normalization
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", s).lower()

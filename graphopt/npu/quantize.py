@@ -85,6 +85,8 @@ def _token_range(graph: Graph, name: str) -> int:
 
 
 def random_calibration(graph: Graph, n: int, seed: int = 0) -> CalibData:
+    """Noise for float inputs, token ids within the embedding table for integer ones, all-ones for an integer
+    or bool input named like a mask (random 0..9 "masks" would mask out random tokens)."""
     rng = np.random.default_rng(seed)
     feeds = []
     specs = _input_specs(graph)
@@ -94,6 +96,8 @@ def random_calibration(graph: Graph, n: int, seed: int = 0) -> CalibData:
             shape = [int(d) for d in t.shape]  # type: ignore[union-attr]
             if t.dtype.is_float:
                 f[name] = rng.standard_normal(shape).astype(t.dtype.to_numpy())
+            elif "mask" in name.lower():  # attention masks (as Hugging Face names them): attend to everything
+                f[name] = np.ones(shape, dtype=t.dtype.to_numpy())
             elif t.dtype is DType.bool:
                 f[name] = rng.integers(0, 2, shape).astype(bool)
             else:
@@ -232,14 +236,16 @@ def quantize_qdq(model: Any, calib: CalibData, profile: Profile, *, max_calib: i
         level = root.level
         root.setLevel(logging.ERROR)  # onnxruntime.quantization logs a pre-processing hint on the root logger
         used = method
-        # tensors holding +-inf (e.g. Mamba2's causal -inf mask before exp) have no int8 grid: the nodes that
-        # produce or read them stay float, and since onnxruntime's histogram calibrators cannot bin them at
-        # all, the rest of the model is calibrated with MinMax (said in the model's metadata and the report)
+        # tensors holding +-inf or a float-min mask (Mamba2's causal -inf mask before exp, Hugging Face's
+        # finfo.min attention masks) have no int8 grid: the nodes that produce or read them stay float, and
+        # since onnxruntime's histogram calibrators cannot bin them at all, the rest of the model is calibrated
+        # with MinMax (said in the model's metadata and the report)
         bad = nonfinite_tensors(model, calib.feeds[:4])
         exclude = sorted({n.name for n in model.graph.node if n.name and (set(n.output) | set(n.input)) & bad})
         if bad and method != "minmax":
-            used = f"minmax ({method} cannot bin tensors holding +-inf: {len(bad)} such tensors kept float)"
-            warnings.warn(f"{len(bad)} calibration tensors hold +-inf ({', '.join(sorted(bad)[:3])}...): their "
+            used = f"minmax ({method} cannot bin tensors holding +-inf or masks: {len(bad)} such tensors kept float)"
+            warnings.warn(f"{len(bad)} calibration tensors hold +-inf or mask values beyond 1e30 "
+                          f"({', '.join(sorted(bad)[:3])}...): their "
                           f"{len(exclude)} nodes stay float and the model is calibrated with minmax instead of "
                           f"{method}", stacklevel=2)
             cal_method = CalibrationMethod.MinMax
@@ -288,13 +294,21 @@ def _outputs_of(model: Any, names: list[str], feeds: list[dict[str, np.ndarray]]
     return {n: np.concatenate(v) for n, v in got.items()}
 
 
+#: magnitudes above this are mask sentinels (``torch.finfo(float32).min`` in Hugging Face attention masks), not
+#: activations: no int8 grid holds them and the real values together, and histogram calibrators overflow on them
+UNBINNABLE_ABS = 1e30
+
+
 def nonfinite_tensors(model: Any, feeds: list[dict[str, np.ndarray]]) -> set[str]:
-    """Names of the float node outputs that hold NaN or +-inf on any of ``feeds``."""
+    """Names of the float node outputs that hold NaN, +-inf or a mask sentinel (|x| > :data:`UNBINNABLE_ABS`)
+    on any of ``feeds``."""
     names = [o for n in model.graph.node for o in n.output if o]
     if not names or not feeds:
         return set()
     vals = _outputs_of(model, names, feeds)
-    return {k for k, v in vals.items() if v.dtype.kind == "f" and not np.isfinite(v).all()}
+    with np.errstate(invalid="ignore"):
+        return {k for k, v in vals.items()
+                if v.dtype.kind == "f" and v.size and not (np.abs(v) <= UNBINNABLE_ABS).all()}
 
 
 def _requantized(model: Any, name: str) -> str:

@@ -67,9 +67,38 @@ def split(input, split=None, *, axis=0, num_outputs=None):
     return tuple(torch.split(input, [chunk] * (num_outputs - 1) + [last], axis))
 
 
+def _slice_types(node):  # noqa: ANN001, ANN202 - Node -> list[TensorType]
+    """Slicing a static dim up to a *symbolic* end (``position_ids[:, :seq]`` on a 512-long buffer) clamps the
+    symbol's huge sentinel to the static length in the meta run; the output dim is really ``min(n, seq)``. We
+    take it to be ``seq − start`` -- the model is only valid when the slice fits, which is what torch.export
+    assumes too (it guards ``seq <= n``) -- so later ops that combine it with ``seq``-long tensors still infer."""
+    from ..infer import infer_by_meta, known_value, symbol_of
+    from ..types import TensorType
+
+    types = infer_by_meta(node)
+    data, out = node.inputs[0].type, types[0]
+    starts, ends = (known_value(v) for v in node.inputs[1:3])
+    if out is None or out.shape is None or data is None or data.shape is None or starts is None or ends is None:
+        return types
+    axes_v = known_value(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3] is not None else None
+    steps_v = known_value(node.inputs[4]) if len(node.inputs) > 4 and node.inputs[4] is not None else None
+    starts, ends = _as_list(starts.tolist()), _as_list(ends.tolist())
+    axes = list(range(len(starts))) if axes_v is None else _as_list(axes_v.tolist())
+    steps = [1] * len(starts) if steps_v is None else _as_list(steps_v.tolist())
+    dims = list(out.shape)
+    for s, e, a, st in zip(starts, ends, axes, steps, strict=False):
+        a %= len(dims)
+        n = data.shape[a]
+        if st == 1 and isinstance(n, int) and 0 <= s < n < e:
+            sym = symbol_of(node.graph, int(e), int(s))
+            if sym is not None:
+                dims[a] = sym
+    return [TensorType(out.dtype, tuple(dims))]
+
+
 @op("slice", inputs=[In("data"), In("starts", static=True), In("ends", static=True),
                      In("axes", optional=True, static=True), In("steps", optional=True, static=True)],
-    category="memory", value_prop=True, onnx_min_opset=10)
+    category="memory", value_prop=True, onnx_min_opset=10, infer=_slice_types)
 def slice_(data, starts, ends, axes=None, steps=None):
     starts, ends = _as_list(starts), _as_list(ends)
     axes = list(range(len(starts))) if axes is None else _as_list(axes)
@@ -111,6 +140,30 @@ def gather(data, indices, *, axis=0):
 def gather_elements(data, indices, *, axis=0):
     n = data.shape[axis]
     return torch.gather(data, axis, torch.where(indices < 0, indices + n, indices).to(torch.int64))
+
+
+@op("gather_nd", onnx="GatherND", inputs=[In("data"), In("indices")], attrs={"batch_dims": 0}, category="memory",
+    onnx_min_opset=11)
+def gather_nd(data, indices, *, batch_dims=0):
+    """ONNX GatherND: the last axis of ``indices`` addresses the ``k`` dims after the ``batch_dims`` leading ones
+    (which data and indices share); negative indices count from the end. Done as one flat advanced index."""
+    b, k = batch_dims, indices.shape[-1]
+    lead, addressed, rest = data.shape[:b], data.shape[b:b + k], data.shape[b + k:]
+    nb = 1
+    for d in lead:
+        nb *= d
+    strides, size = [], 1
+    for d in reversed(addressed):
+        strides.insert(0, size)
+        size *= d
+    idx = indices.to(torch.int64).reshape(nb, -1, k)
+    flat = torch.zeros(idx.shape[:2], dtype=torch.int64, device=idx.device)
+    for j in range(k):
+        col = idx[..., j]
+        flat = flat + torch.where(col < 0, col + addressed[j], col) * strides[j]
+    rows = torch.arange(nb, device=idx.device).reshape(nb, 1)
+    out = data.reshape(nb, size, *rest)[rows, flat]
+    return out.reshape(*indices.shape[:-1], *rest)
 
 
 @op("scatter_elements", onnx="ScatterElements", inputs=[In("data"), In("indices"), In("updates")],
