@@ -82,10 +82,9 @@ def run_model(model: Any, inputs: list[np.ndarray]) -> list[np.ndarray]:
     import onnxruntime as ort
 
     data = model.SerializeToString() if hasattr(model, "SerializeToString") else None
-    if data is None:
-        sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    else:
-        sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    so = ort.SessionOptions()
+    so.log_severity_level = 3  # graph-cleanup warnings (unused initializers) are not the user's business here
+    sess = ort.InferenceSession(str(model) if data is None else data, so, providers=["CPUExecutionProvider"])
     feeds = {i.name: x for i, x in zip(sess.get_inputs(), inputs, strict=False)}
     return [np.asarray(o) for o in sess.run(None, feeds)]
 

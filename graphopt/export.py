@@ -164,7 +164,14 @@ def export_model(
     say("writing ONNX")
     fp32_model = to_onnx(graph, opset=export_opset)
     calib_data = eval_data = None
-    if profile is not None and profile.quantized:
+    # a model quantized by another tool (QDQ already in it): quantizing it again would stack a second QDQ
+    # layer on the first (onnxruntime then rejects the duplicate node names); its quantization is kept
+    prequantized = sum(n.op == "quantize_linear" for n in graph.nodes)
+    if profile is not None and profile.quantized and prequantized:
+        msg = (f"{label} is already quantized ({prequantized} QuantizeLinear nodes): its QDQ is kept as is"
+               + (f", --calib {calib} is not used" if calib else ""))
+        rep.warnings.append(msg)
+    if profile is not None and profile.quantized and not prequantized:
         say("loading calibration data")
         calib_data, eval_data = _calibration_sets(calib, graph, calib_samples, eval_samples)
         if calib_data.random:
@@ -176,7 +183,14 @@ def export_model(
             rep.ok = False
             rep.status = "verify-failed"
     final = fp32_model
-    if profile is not None and profile.quantized:
+    if profile is not None and profile.quantized and prequantized:
+        from .npu.quantize import float_islands
+
+        islands = float_islands(final)
+        rep.quantization = {"format": "QDQ", "calibration": "kept from the input model (already quantized)",
+                            "quantize_nodes": prequantized, "float_islands": islands}
+        _flag_islands(rep, profile, islands)
+    elif profile is not None and profile.quantized:
         from .npu.quantize import agreement, float_islands, quantize_qdq
 
         say("quantizing (QDQ int8)")
@@ -194,14 +208,7 @@ def export_model(
         q.update(agreement(fp32_model, final, eval_data))
         q["float_islands"] = islands
         rep.quantization = q
-        if islands and profile.float_fallback != "allow":
-            msg = f"{len(islands)} ops stay in float after quantization (host fallback): " + ", ".join(
-                f"{n} ({o})" for n, o in islands[:10])
-            if profile.float_fallback == "error":
-                rep.violations += [{"node": n, "op": o, "rule": "float_fallback",
-                                    "detail": "not quantized by onnxruntime (runs in float)"} for n, o in islands]
-            else:
-                rep.warnings.append(msg)
+        _flag_islands(rep, profile, islands)
     elif profile is not None and profile.activation_dtype == "fp16":
         from .npu.quantize import to_fp16
 
@@ -235,6 +242,18 @@ def export_model(
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+def _flag_islands(rep: ExportReport, profile: Any, islands: list[tuple[str, str]]) -> None:
+    """Ops left in float after quantization run on the host: a violation or a warning, as the profile says."""
+    if not islands or profile.float_fallback == "allow":
+        return
+    if profile.float_fallback == "error":
+        rep.violations += [{"node": n, "op": o, "rule": "float_fallback",
+                            "detail": "not quantized (runs in float)"} for n, o in islands]
+    else:
+        rep.warnings.append(f"{len(islands)} ops stay in float after quantization (host fallback): " + ", ".join(
+            f"{n} ({o})" for n, o in islands[:10]))
+
+
 def _ir_histogram(graph: Graph) -> dict[str, int]:
     from .npu.legalize import onnx_type
 
@@ -286,6 +305,15 @@ def _fp32_check(reference: Any, fp32_model: Any, graph: Graph, data: Any) -> dic
         types = [v.type for v in graph.inputs]
         inputs_list = [random_inputs(types, seed=s, sym_value=1) for s in range(2)]  # type: ignore[arg-type]
         source = "random N(0,1) inputs"
+        if any(t is not None and t.symbols() for t in types):
+            # symbolic dims bound to 1 alone hide sequence bugs (softmax over one token, masks of one
+            # position): also check at 5 when the original model accepts it (it may not: H/W of a conv stem)
+            wider = random_inputs(types, seed=2, sym_value=5)  # type: ignore[arg-type]
+            if _runs(reference, wider):
+                inputs_list.append(wider)
+                source += " (symbolic dims = 1 and 5)"
+            else:
+                source += " (symbolic dims = 1)"
     worst_abs, worst_rel, ok, scale = 0.0, 0.0, True, 0.0
     for inputs in inputs_list:
         r = numeric_verify(reference, fp32_model, inputs, rtol=1e-3, atol=1e-4)
@@ -296,6 +324,16 @@ def _fp32_check(reference: Any, fp32_model: Any, graph: Graph, data: Any) -> dic
         scale = max(scale, _output_scale(reference, inputs))
     return {"ok": bool(ok), "max_abs_err": worst_abs, "max_rel_err": worst_rel, "output_max_abs": scale,
             "inputs": f"{len(inputs_list)} x {source}", "tolerance": "rtol=1e-3, atol=1e-4"}
+
+
+def _runs(model: Any, inputs: list) -> bool:
+    from .compare import run_model
+
+    try:
+        run_model(model, [np.asarray(x) for x in inputs])
+    except Exception:  # noqa: BLE001 - the model does not take these shapes
+        return False
+    return True
 
 
 def _output_scale(reference: Any, inputs: list) -> float:

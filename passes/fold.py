@@ -9,8 +9,6 @@ from graphopt.ir.infer import is_known_static, known_value
 from graphopt.ir.registry import get_op
 from graphopt.pass_api import graph_pass
 
-NON_FOLDABLE = {"dropout", "batch_norm", "quantize_linear", "dequantize_linear"}
-
 
 def _evaluate(node):
     import torch
@@ -37,7 +35,7 @@ def _evaluate(node):
 def fold_constants(graph: Graph, max_elements: int = 1 << 24) -> dict[str, int]:
     folded = 0
     for n in graph.nodes:
-        if n.op in NON_FOLDABLE or n.graph is not graph:
+        if not get_op(n.op).foldable or n.graph is not graph:
             continue
         if n.op == "shape":
             ok = is_known_static(n.outputs[0])

@@ -690,7 +690,7 @@ class _Importer:
                 start, end = attrs.get("start", 0), attrs.get("end")
                 return [np.asarray(dims[start:end] if end is not None else dims[start:], dtype=np.int64)]
             return None
-        if any(v is not None and not v.is_const for v in inputs):
+        if not opdef.foldable or any(v is not None and not v.is_const for v in inputs):
             return None
         if not inputs and opdef.name not in ("constant_of_shape", "range"):
             return None

@@ -65,6 +65,10 @@ class OpDef:
     value_prop: bool = False
     doc: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    #: whether a node of this op with constant inputs may be replaced by its result (import-time and
+    #: fold-constants). False where the node *is* the information: DequantizeLinear of int8 weights (NPU
+    #: compilers read the quantization off it), BatchNorm (folded into convs, not into a constant), Dropout.
+    foldable: bool = True
 
     def num_outputs(self, attrs: dict[str, Any]) -> int:
         return self.outputs(attrs) if callable(self.outputs) else self.outputs
@@ -118,6 +122,7 @@ def op(
     onnx_min_opset: int = 1,
     value_prop: bool = False,
     replace: bool = False,
+    foldable: bool = True,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register the decorated PyTorch function as the op ``name``.
 
@@ -133,7 +138,8 @@ def op(
             raise ValueError(f"op {name!r} is already registered (pass replace=True to override)")
         onnx_name = "".join(p.capitalize() for p in name.split("_")) if onnx == "" else onnx
         opdef = OpDef(name, fn, inputs, dict(attrs or {}), onnx_name, outputs, category, flops, infer,
-                      weight_inputs, None, onnx_min_opset, value_prop, (inspect.getdoc(fn) or "").split("\n")[0])
+                      weight_inputs, None, onnx_min_opset, value_prop, (inspect.getdoc(fn) or "").split("\n")[0],
+                      foldable=foldable)
         _REGISTRY[name] = opdef
         if onnx_name:
             _BY_ONNX.setdefault(onnx_name, name)

@@ -144,6 +144,15 @@ def _axes_ok(kind: str, axes: list[int], rank: int) -> bool:
     return 0 not in axes  # non-batch
 
 
+
+def _const_like(v: Value) -> bool:
+    """A compile-time constant, or the DequantizeLinear of one: the int8 weights of a model quantized
+    before it reached us (NPU compilers read the weight and its scale off that pair)."""
+    if v.is_const:
+        return True
+    p = v.producer
+    return p is not None and p.op == "dequantize_linear" and all(u is None or u.is_const for u in p.inputs)
+
 def node_violations(node: Node, profile: Profile) -> list[Violation]:
     """Op-level violations of one node (op support and attribute limits)."""
     t = onnx_type(node.op)
@@ -172,7 +181,7 @@ def node_violations(node: Node, profile: Profile) -> list[Violation]:
     x = node.inputs[0] if node.inputs else None
     rank = len(_shape(x)) if _shape(x) is not None else None
     for i in lim.const_inputs:
-        if i < len(node.inputs) and node.inputs[i] is not None and not node.inputs[i].is_const:
+        if i < len(node.inputs) and node.inputs[i] is not None and not _const_like(node.inputs[i]):
             bad("const_inputs", f"input {i} (%{node.inputs[i].name}) must be a compile-time constant")
     k = _kernel(node)
     if k is not None:

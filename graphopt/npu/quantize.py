@@ -396,6 +396,10 @@ def strip_output_requantization(model: Any) -> int:
         model.graph.node.remove(dq)
         model.graph.node.remove(q)
         changed += 1
+    if changed:  # the removed pairs' scales and zero points (onnxruntime warns about unused initializers)
+        used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+        for init in [t for t in model.graph.initializer if t.name not in used]:
+            model.graph.initializer.remove(init)
     return changed
 
 

@@ -87,7 +87,7 @@ def einsum(*Inputs, equation=None):
 @op("batch_norm", onnx="BatchNormalization",
     inputs=[In("X"), In("scale"), In("B"), In("input_mean"), In("input_var")],
     attrs={"epsilon": 1e-5, "momentum": 0.9}, category="norm", flops=input_numel_flops(2),
-    weight_inputs=(1, 2))
+    weight_inputs=(1, 2), foldable=False)
 def batch_norm(X, scale, B, input_mean, input_var, *, epsilon=1e-5, momentum=0.9, training=False):
     """``momentum`` uses ONNX's convention (running = running*momentum + batch*(1-momentum))."""
     return F.batch_norm(X, input_mean, input_var, scale, B, training, 1.0 - momentum, epsilon)
@@ -135,7 +135,7 @@ def log_softmax(input, *, axis=-1):
     return torch.log_softmax(input, axis)
 
 
-@op("dropout", inputs=[In("data")], attrs={"ratio": 0.5}, category="memory")
+@op("dropout", inputs=[In("data")], attrs={"ratio": 0.5}, category="memory", foldable=False)
 def dropout(data, *, ratio=0.5, training=False):
     return F.dropout(data, ratio, training)
 
@@ -309,7 +309,7 @@ def space_to_depth(input, *, blocksize=None):
 @op("quantize_linear", onnx="QuantizeLinear",
     inputs=[In("x"), In("y_scale"), In("y_zero_point", optional=True)], attrs={"axis": 1, "saturate": 1,
                                                                              "block_size": 0},
-    category="quant", onnx_min_opset=13)
+    category="quant", onnx_min_opset=13, foldable=False)
 def quantize_linear(x, y_scale, y_zero_point=None, *, axis=1, saturate=1, block_size=0):
     dt = y_zero_point.dtype if y_zero_point is not None else torch.uint8
     lo, hi = (-128, 127) if dt == torch.int8 else (0, 255)
@@ -322,7 +322,7 @@ def quantize_linear(x, y_scale, y_zero_point=None, *, axis=1, saturate=1, block_
 
 @op("dequantize_linear", onnx="DequantizeLinear",
     inputs=[In("x"), In("x_scale"), In("x_zero_point", optional=True)], attrs={"axis": 1, "block_size": 0},
-    category="quant", onnx_min_opset=13)
+    category="quant", onnx_min_opset=13, foldable=False)
 def dequantize_linear(x, x_scale, x_zero_point=None, *, axis=1, block_size=0):
     if x_scale.dim() == 1 and x_scale.numel() > 1:
         x_scale = _bcast_axis(x_scale, x, axis)
