@@ -297,3 +297,43 @@ def test_sequence_task_scores_by_token_accuracy():
     want = evaluate(to_torch(g), splits.val, batch_size=256)["token_accuracy"]
     assert res["val_accuracy"] == pytest.approx(want) and res["score"] == res["val_accuracy"]
     assert res["val_accuracy"] > 1.5 / splits.info.num_classes  # it learned something: the metric is live
+
+
+class _Tiny(nn.Module):
+    """conv-bn-relu-pool-linear: no mutant of it fits a 1.1x FLOPs window."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c, self.b, self.fc = nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.b(self.c(x))).mean((2, 3)))
+
+
+def test_a_search_that_finds_nothing_says_why_and_gives_the_final_training_the_time_left(tmp_path):
+    """It used to print 'candidates scored: 1' with no reason, after shortening the final training for a search
+    that then took 2 of the 10 seconds."""
+    g = from_torch(_Tiny().eval(), (torch.randn(2, 3, 32, 32),), dynamic_batch=True)
+    to_onnx(g, path=tmp_path / "tiny.onnx")
+    r = _run(["tiny.onnx", "--data", "cifar10-demo", "--train-size", "2000", "--score-steps", "3", "--final-k", "1",
+              "--final-epochs", "20", "--budget", "12s", "-o", "out"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    text = " ".join((r.stdout + r.stderr).split())
+    assert "no candidate besides the original" in text and "--cost-window" in text
+    assert "final training shortened to" in text and "final training lengthened to" in text
+    assert (tmp_path / "out" / "best.onnx").exists()
+
+
+def test_no_candidate_reason_points_at_the_counter_that_ate_the_mutations():
+    from graphopt.search.autogo import no_candidate_reason
+
+    class Store:
+        def rows(self, status):
+            return [1, 2] if status == "failed" else []
+
+    small = no_candidate_reason({"mutations": 10, "failed_mutations": 9, "out_of_window": 1}, Store(), 4, (0, 1.1))
+    assert "9 found no replaceable segment" in small and "very small" in small and "2 failed to train" in small
+    big = no_candidate_reason({"mutations": 10, "failed_mutations": 9}, Store(), 60, (0, 1.1))
+    assert "--segments" in big and "very small" not in big
+    window = no_candidate_reason({"mutations": 10, "out_of_window": 8}, Store(), 60, (0, 1.1))
+    assert "--cost-window (e.g. 2.2)" in window

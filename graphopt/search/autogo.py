@@ -367,11 +367,22 @@ def optimize(
     seed_hash = store.meta["seed_hash"]
     seed = evo.population[seed_hash]
     finalists = [seed] + [c for c in sorted(front, key=lambda c: -c.score) if c.hash != seed_hash][: cfg.final_k]
+    if len(evo.population) == 1:
+        log(no_candidate_reason(evo.stats, store, len(graph), cfg.cost_window))
     fitted = clock.epochs_that_fit(deadline - time.monotonic(), len(finalists), final_epochs)
     if fitted < final_epochs:
         log(f"final training shortened to {fitted} epochs: training measured during the search is slower than "
             f"planned, and the budget ends in {max(0.0, deadline - time.monotonic()):.0f}s")
         final_epochs = fitted
+    elif final_epochs < cfg.final_epochs and search_s < 0.9 * (evo.cfg.budget_seconds or 0.0):
+        # the plan shortened the final training for a search that then ended early, out of mutations rather
+        # than out of time: give the finalists (most of) the time that is left, up to the configured epochs
+        left = 0.9 * (deadline - time.monotonic())
+        grown = clock.epochs_that_fit(left, len(finalists), float(cfg.final_epochs))
+        if grown > final_epochs:
+            log(f"final training lengthened to {grown} epochs: the search ended early and the budget ends in "
+                f"{max(0.0, deadline - time.monotonic()):.0f}s")
+            final_epochs = grown
     log(f"search: {len(evo.population)} candidates in {search_s:.0f}s; training {len(finalists)} finalists "
         f"({final_epochs} epochs each, identical recipe)")
     final: dict[str, dict[str, Any]] = {}
@@ -383,6 +394,29 @@ def optimize(
     result = _write_outputs(out_dir, evo, front, seed, best, final, cfg, store, search_s)
     store.close()
     return result
+
+
+def no_candidate_reason(stats: dict[str, int], store, n_nodes: int, window: tuple[float, float]) -> str:
+    """Why a search scored nothing but the original, from the evolution's counters, with what to change."""
+    failed_scoring = len(store.rows("failed")) if hasattr(store, "rows") else 0
+    parts = [f"{stats.get('failed_mutations', 0)} found no replaceable segment",
+             f"{stats.get('duplicates', 0)} repeated an earlier graph",
+             f"{stats.get('out_of_window', 0)} fell outside the cost window {window[0]:g}..{window[1]:g} x original"]
+    if stats.get("rejected"):
+        parts.append(f"{stats['rejected']} were rejected by the target check")
+    if failed_scoring:
+        parts.append(f"{failed_scoring} failed to train (reasons in the run's result store)")
+    n = max(1, stats.get("mutations", 0))
+    if stats.get("out_of_window", 0) * 2 >= n:
+        hint = (f"most mutants cost more than {window[1]:g} x the original: allow more with --cost-window "
+                f"(e.g. {max(2.0, 2 * window[1]):g})")
+    elif n_nodes < 8:
+        hint = "the model is very small: segment mutation needs chains of several ops to replace"
+    else:
+        hint = ("raise --iterations or --budget, or mine a segment database from models like this one "
+                "(graphopt segments build) and pass it with --segments")
+    return (f"no candidate besides the original: of {stats.get('mutations', 0)} mutations, " + ", ".join(parts)
+            + f". {hint[0].upper() + hint[1:]}.")
 
 
 def chance_warning(res: dict[str, Any], info, score_steps: int) -> str | None:
