@@ -193,13 +193,13 @@ def test_proxy_passes_reach_the_registry_from_python_through_the_entry_point():
 
 
 def test_all_skips_proxies_that_do_not_apply_and_keeps_the_rest(tmp_path):
-    """``--proxy all`` on a model without ReLUs: NASWOT is undefined, so it is null with a warning naming why,
-    and every other proxy still equals its direct computation. Asking for nwot alone is still an error."""
+    """``--proxy all`` on a model without rectifiers (tanh): NASWOT is undefined, so it is null with a warning
+    naming why, and every other proxy still equals its direct computation. Asking for nwot alone is an error."""
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.GELU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Tanh(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                         nn.Linear(8, 10)).eval()
     g = from_torch(net, (torch.randn(2, 3, 32, 32),), dynamic_batch=True)
-    path = save(g, tmp_path / "gelu.json")
+    path = save(g, tmp_path / "tanh.json")
     res = runner.invoke(app, ["score", str(path), "--batch", str(BATCH), "--json"])
     assert res.exit_code == 0, res.output
     got = json.loads(res.stdout)
@@ -210,6 +210,34 @@ def test_all_skips_proxies_that_do_not_apply_and_keeps_the_rest(tmp_path):
         assert close(got[name], proxies.compute(name, net, (x, y), seed=0).score), name
     res = runner.invoke(app, ["score", str(path), "--proxy", "nwot", "--json"])
     assert res.exit_code == 2 and "no ReLU" in res.output and "Traceback" not in res.output
+
+
+def test_nwot_of_a_gelu_model_reads_the_gelu_input_signs(tmp_path):
+    """Without any ReLU, NASWOT's codes come from the smooth rectifiers (documented extension): the CLI on the
+    IR graph, the nn.Module hooks and the closed form log|K| of the GELUs' input signs agree."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.GELU(), nn.Conv2d(8, 8, 3, padding=1), nn.SiLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)).eval()
+    g = from_torch(net, (torch.randn(2, 3, 32, 32),), dynamic_batch=True)
+    path = save(g, tmp_path / "gelu.json")
+    res = runner.invoke(app, ["score", str(path), "--proxy", "nwot", "--batch", str(BATCH), "--json"])
+    assert res.exit_code == 0, res.output
+    x, _ = demo_batch(BATCH, 0)
+    with torch.no_grad():
+        a1 = net[0](x)
+        a2 = net[2](net[1](a1))
+    k = np.zeros((BATCH, BATCH))
+    for a in (a1, a2):
+        c = (a.reshape(BATCH, -1) > 0).double().numpy()
+        k += c @ c.T + (1 - c) @ (1 - c).T
+    want = float(np.linalg.slogdet(k)[1])
+    assert close(json.loads(res.stdout)["nwot"], want)
+    assert close(proxies.compute("nwot", net, x, seed=0).score, want)
+    relu_too = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 6), nn.GELU())  # ReLUs present: only they count
+    xb = torch.randn(5, 4)
+    c = (relu_too[0](xb) > 0).double().detach().numpy()
+    only_relu = float(np.linalg.slogdet(c @ c.T + (1 - c) @ (1 - c).T)[1])
+    assert proxies.compute("nwot", relu_too, xb).score == pytest.approx(only_relu, rel=1e-12)
 
 
 def test_error_messages_keep_bracketed_shapes(tmp_path):

@@ -2,7 +2,11 @@
 
 * nwot (Mellor et al. 2021, v2, NASLib version): for every ReLU-family module, the binary code
   ``c = [pre-activation > 0]`` of each sample; ``K = Σ_relu (c cᵀ + (1−c)(1−c)ᵀ)`` (number of agreeing units
-  between two samples); score ``log|det K|`` (``slogdet``). Train-mode copy, one minibatch.
+  between two samples); score ``log|det K|`` (``slogdet``). Train-mode copy, one minibatch. Extension (not
+  in the paper, which only has ReLU networks): a model with *no* ReLU-family module takes its codes from its
+  smooth rectifiers instead (GELU, SiLU, Mish, Hardswish, ELU/CELU/SELU: :data:`SMOOTH_RECTIFIERS`), with the
+  same ``c = [pre-activation > 0]`` -- the side of the rectifier's kink each unit is on -- so transformers and
+  EfficientNet-style models get a score instead of an error.
 * jacob_cov (Mellor et al. v1, as in zero-cost-nas): Jacobian rows ``J_n = ∂(Σ_out f(x_n))/∂x_n``,
   correlation matrix ``Σ_J = corrcoef(J)``, eigenvalues λ, score ``−Σ (log(λ+k) + 1/(λ+k))`` with k = 1e-5.
   ``eigvalsh`` is used instead of ``eig`` (the matrix is symmetric; it only removes spurious imaginary parts).
@@ -31,14 +35,22 @@ def _is_relu(m: nn.Module) -> bool:
     return "ReLU" in type(m).__name__
 
 
+#: torch module classes (and the IR proxy view's wrapper) whose input sign NASWOT reads when there is no ReLU
+SMOOTH_RECTIFIERS = frozenset({"GELU", "SiLU", "Mish", "Hardswish", "ELU", "CELU", "SELU", "IRSmoothRectifier"})
+
+
+def _is_smooth_rectifier(m: nn.Module) -> bool:
+    return any(c.__name__ in SMOOTH_RECTIFIERS for c in type(m).__mro__)
+
+
 @register("nwot", needs_targets=False)
 def nwot(
     net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor | None, loss_fn: LossFn, **_: Any
 ) -> ProxyResult:
-    """NASWOT ``log|K_H|`` of the binary ReLU codes of one minibatch.
+    """NASWOT ``log|K_H|`` of the binary ReLU codes of one minibatch (smooth-rectifier codes without ReLUs).
 
     ``per_layer`` (non-additive diagnostics) holds each ReLU module's own ``log|K_l|`` keyed by module name.
-    Only ReLU *modules* are seen (a functional ``F.relu`` is invisible to hooks).
+    Only activation *modules* are seen (a functional ``F.relu`` is invisible to hooks).
     """
     hooks = NwotHooks(net, inputs.shape[0])
     with torch.no_grad():
@@ -57,7 +69,10 @@ class NwotHooks:
         self.total_k = np.zeros((n, n), dtype=np.float64)
         self.per_k: dict[str, np.ndarray] = {}
         self.seconds = 0.0  # time spent inside the hooks (for the benchmark's per-proxy time attribution)
-        self.handles = [m.register_forward_hook(self._hook_for(mn)) for mn, m in net.named_modules() if _is_relu(m)]
+        mods = [(mn, m) for mn, m in net.named_modules() if _is_relu(m)]
+        if not mods:  # the documented extension: GELU/SiLU/... networks
+            mods = [(mn, m) for mn, m in net.named_modules() if _is_smooth_rectifier(m)]
+        self.handles = [m.register_forward_hook(self._hook_for(mn)) for mn, m in mods]
 
     def _hook_for(self, name: str):
         def hook(_m: nn.Module, inp: tuple[torch.Tensor, ...], _out: Any) -> None:
@@ -83,7 +98,8 @@ class NwotHooks:
 
     def result(self) -> ProxyResult:
         if not self.per_k:
-            raise ValueError("nwot: the model has no ReLU modules, so NASWOT is undefined")
+            raise ValueError("nwot: the model has no ReLU or other rectifier modules (GELU, SiLU, ...), so NASWOT "
+                             "is undefined")
         per = {k: float(np.linalg.slogdet(v)[1]) for k, v in self.per_k.items()}
         return ProxyResult(float(np.linalg.slogdet(self.total_k)[1]), per, additive=False)
 

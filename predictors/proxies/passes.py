@@ -18,7 +18,8 @@ nodes the proxies care about in modules of the matching torch type, each named a
   in ``nn.Linear``;
 * ``batch_norm`` → a ``_BatchNorm`` subclass (``weight``, ``bias``, ``running_mean``, ``running_var``);
 * ``relu`` / ``leaky_relu`` → ``nn.ReLU`` / ``nn.LeakyReLU`` subclasses; ``global_avg_pool`` → an
-  ``AdaptiveAvgPool`` subclass with output size 1;
+  ``AdaptiveAvgPool`` subclass with output size 1; ``gelu``/``silu``/... → :class:`IRSmoothRectifier` (NASWOT's
+  codes in models without ReLU);
 * any other node with parameter/buffer inputs → a generic module holding them; remaining nodes run inline.
 
 Graph constants of kind ``param`` become ``nn.Parameter``s (shared objects when a weight is used twice),
@@ -179,6 +180,15 @@ class IRLeakyReLU(_NodeModule, nn.LeakyReLU):
 
 class IRGlobalAvgPool(_NodeModule, nn.AdaptiveAvgPool2d):
     __init__ = _blank_init
+
+
+class IRSmoothRectifier(_NodeModule, nn.Module):
+    """gelu / silu / mish / hard_swish / elu / celu / selu: NASWOT's codes when a model has no ReLU."""
+
+    __init__ = _blank_init
+
+
+_SMOOTH_RECTIFIER_OPS = frozenset({"gelu", "silu", "mish", "hard_swish", "elu", "celu", "selu"})
 
 
 class IRNode(_NodeModule, nn.Module):
@@ -346,6 +356,8 @@ class GraphProxyNet(nn.Module):
             return IRLeakyReLU, {}, set()
         if op == "global_avg_pool":
             return IRGlobalAvgPool, {}, set()
+        if op in _SMOOTH_RECTIFIER_OPS and not held:
+            return IRSmoothRectifier, {}, set()
         if held:
             opdef = get_op(op)
             return IRNode, {i: _attr_ident(opdef.input_spec(i).name, i) for i in held}, set()
