@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -159,10 +160,40 @@ def export_model(
     _restore_output_names(graph, io_names)
 
     # --------------------------------------------------------------------------------------- emit + check
-    from .backends.onnx import to_onnx
+    from .backends.onnx import EXTERNAL_DATA_THRESHOLD
 
     say("writing ONNX")
-    fp32_model = to_onnx(graph, opset=export_opset)
+    # past protobuf's 2 GB the model only exists as a file plus external data: it is written to a temporary
+    # folder beside the output, checked and timed from there, and moved into place at the end
+    big = sum(np.asarray(v.const).nbytes for v in graph.constants.values()
+              if v.const is not None) > EXTERNAL_DATA_THRESHOLD
+    if big and profile is not None and (profile.quantized or profile.activation_dtype == "fp16"):
+        raise GraphoptError(f"{label}: more than {EXTERNAL_DATA_THRESHOLD / 1024**3:.1f} GB of weights; "
+                            f"{profile.name} needs {profile.activation_dtype} conversion, which graphopt does not do "
+                            f"for models past protobuf's 2 GB limit. Export without --target (fp32, external data)")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    stash = tempfile.TemporaryDirectory(prefix=".graphopt-export-", dir=output.parent) if big else None
+    try:
+        return _emit_check_write(graph, output, rep, profile, stash, export_opset, calib, calib_samples,
+                                 eval_samples, bias_correction, allow_violations, verify, latency_runs, label,
+                                 model if is_onnx_file else None, orig_graph, say, t0)
+    finally:
+        if stash is not None:
+            stash.cleanup()
+
+
+def _emit_check_write(graph: Graph, output: Path, rep: ExportReport, profile: Any, stash: Any, export_opset: int,
+                      calib: str | None, calib_samples: int, eval_samples: int, bias_correction: bool,
+                      allow_violations: bool, verify: bool, latency_runs: int, label: str, onnx_path: Any,
+                      orig_graph: Graph, say: Any, t0: float) -> ExportReport:
+    """Emit ONNX, check it against the original, quantize for the target, time it and write it (atomically).
+
+    ``stash`` is a temporary folder for models past 2 GB (None otherwise): ``fp32_file`` is then the path every
+    onnxruntime session loads, since such a ModelProto cannot be serialized in memory."""
+    from .backends.onnx import to_onnx
+
+    fp32_model = to_onnx(graph, opset=export_opset, path=None if stash is None else Path(stash.name) / output.name)
+    fp32_file: Any = fp32_model if stash is None else str(Path(stash.name) / output.name)
     calib_data = eval_data = None
     # a model quantized by another tool (QDQ already in it): quantizing it again would stack a second QDQ
     # layer on the first (onnxruntime then rejects the duplicate node names); its quantization is kept
@@ -178,7 +209,7 @@ def export_model(
             rep.warnings.append("calibration used RANDOM inputs (no --calib): int8 accuracy is not meaningful")
     if verify:
         say("checking fp32 numerics")
-        rep.fp32 = _fp32_check(model if is_onnx_file else orig_graph, fp32_model, graph, eval_data)
+        rep.fp32 = _fp32_check(onnx_path if onnx_path is not None else orig_graph, fp32_file, graph, eval_data)
         if not rep.fp32["ok"]:
             rep.ok = False
             rep.status = "verify-failed"
@@ -218,7 +249,7 @@ def export_model(
 
     if latency_runs > 0:
         say("measuring onnxruntime latency")
-        rep.latency = _latency(model if is_onnx_file else None, orig_graph, final, eval_data, export_opset,
+        rep.latency = _latency(onnx_path, orig_graph, final if stash is None else fp32_file, eval_data, export_opset,
                                latency_runs)
 
     if rep.violations and not allow_violations:
@@ -229,9 +260,13 @@ def export_model(
     # ------------------------------------------------------------------------------------------- write
     from .ir.serialize import atomic_write_bytes
 
-    output.parent.mkdir(parents=True, exist_ok=True)
     md, js = report_paths(output)
-    if rep.ok:
+    if rep.ok and stash is not None:  # data file first, then the model that points at it
+        data_name = f"{output.name}.data"
+        os.replace(Path(stash.name) / data_name, output.parent / data_name)
+        os.replace(Path(stash.name) / output.name, output)
+        rep.written += [str(output), str(output.parent / data_name)]
+    elif rep.ok:
         data = final.SerializeToString()
         atomic_write_bytes(output, data)
         rep.written.append(str(output))
@@ -357,9 +392,10 @@ def _latency(original_path: Any, orig_graph: Graph, final: Any, data: Any, opset
     else:
         types = [v.type for v in orig_graph.inputs]
         feed = {v.name: x for v, x in zip(orig_graph.inputs, random_inputs(types, sym_value=1), strict=True)}
-    before_model = str(original_path) if original_path is not None else to_onnx(orig_graph, opset=max(opset, 18))
     out: dict[str, Any] = {}
     try:
+        before_model = str(original_path) if original_path is not None else to_onnx(orig_graph,
+                                                                                  opset=max(opset, 18))
         out["before"] = ort_latency(before_model, feed, runs=runs)
     except Exception as e:  # noqa: BLE001 - e.g. symbolic dims the feed does not fit
         out["before_error"] = f"{type(e).__name__}: {e}"
