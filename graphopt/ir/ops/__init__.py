@@ -4,4 +4,4 @@ Each module groups ops by kind; every implementation uses only ``torch``, ``torc
 ``math`` and the helpers in ``_rt`` so that the PyTorch backend can copy its source into standalone modules.
 """
 
-from . import choice, elementwise, extra, nn, reduce, tensor, torch_extra  # noqa: F401
+from . import choice, elementwise, extra, nn, reduce, rnn, tensor, torch_extra  # noqa: F401

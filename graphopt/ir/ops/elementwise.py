@@ -98,6 +98,8 @@ def clip(input, min=None, max=None):
             and min.device.type == "cpu" and max.device.type == "cpu" and not min.requires_grad
             and not max.requires_grad and input.is_floating_point()):
         return torch.nn.functional.hardtanh(input, float(min), float(max))
+    if min is None and max is None:  # ONNX Clip without bounds is the identity
+        return input
     return torch.clamp(input, min, max)
 
 

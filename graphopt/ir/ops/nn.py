@@ -44,16 +44,21 @@ def conv_transpose(X, W, B=None, *, auto_pad="NOTSET", dilations=None, group=1, 
         target = list(output_shape)[-nd:] if output_shape is not None else [X.shape[2 + i] * s[i] for i in range(nd)]
         p = [0] * (2 * nd)
         for i in range(nd):
+            # the spec's split: SAME_UPPER puts the odd unit at the end, SAME_LOWER and an explicit output_shape
+            # at the start; a negative total (output_shape past the natural size) extends the output
             total = s[i] * (X.shape[2 + i] - 1) + op_[i] + ((k[i] - 1) * d[i] + 1) - target[i]
-            total = max(total, 0)
-            if auto_pad == "SAME_LOWER":
-                p[i], p[i + nd] = total - total // 2, total // 2
-            else:
+            if auto_pad == "SAME_UPPER":
                 p[i], p[i + nd] = total // 2, total - total // 2
-    if p[:nd] == p[nd:]:
+            else:
+                p[i], p[i + nd] = total - total // 2, total // 2
+    grow = any(v < 0 for v in p)
+    if p[:nd] == p[nd:] and not grow:
         return getattr(F, f"conv_transpose{nd}d")(X, W, B, s, p[:nd], op_, group, d)
-    y = getattr(F, f"conv_transpose{nd}d")(X, W, B, s, 0, op_, group, d)
-    return F.pad(y, [-v for v in _torch_pad(p)])
+    y = getattr(F, f"conv_transpose{nd}d")(X, W, None if grow else B, s, 0, op_, group, d)
+    y = F.pad(y, [-v for v in _torch_pad(p)])
+    if grow and B is not None:  # the extended border has no input contribution, only the bias
+        y = y + B.reshape([1, -1] + [1] * nd)
+    return y
 
 
 @op("gemm", inputs=[In("A"), In("B"), In("C", optional=True)],
@@ -308,24 +313,38 @@ def space_to_depth(input, *, blocksize=None):
 # --------------------------------------------------------------------------------------------- quantization
 @op("quantize_linear", onnx="QuantizeLinear",
     inputs=[In("x"), In("y_scale"), In("y_zero_point", optional=True)], attrs={"axis": 1, "saturate": 1,
-                                                                             "block_size": 0},
+                                                                             "block_size": 0, "output_dtype": 0},
     category="quant", onnx_min_opset=13, foldable=False)
-def quantize_linear(x, y_scale, y_zero_point=None, *, axis=1, saturate=1, block_size=0):
-    dt = y_zero_point.dtype if y_zero_point is not None else torch.uint8
-    lo, hi = (-128, 127) if dt == torch.int8 else (0, 255)
-    if y_scale.dim() == 1 and y_scale.numel() > 1:
-        y_scale = _bcast_axis(y_scale, x, axis)
-        y_zero_point = _bcast_axis(y_zero_point, x, axis) if y_zero_point is not None else None
+def quantize_linear(x, y_scale, y_zero_point=None, *, axis=1, saturate=1, block_size=0, output_dtype=0):
+    """Saturates to the zero point's integer type (uint8 by default, or ``output_dtype`` given as an ONNX type
+    code); per-tensor, per-axis (1-D scale) or blocked (``block_size``) scales; round half to even."""
+    dt = y_zero_point.dtype if y_zero_point is not None else {3: torch.int8, 5: torch.int16, 6: torch.int32}.get(
+        output_dtype, torch.uint8)
+    info = torch.iinfo(dt)
+    y_scale, y_zero_point = _q_params(y_scale, y_zero_point, x, axis, block_size)
     zp = y_zero_point.to(torch.int32) if y_zero_point is not None else 0
-    return torch.clamp(torch.round(x / y_scale) + zp, lo, hi).to(dt)
+    return torch.clamp(torch.round(x / y_scale) + zp, info.min, info.max).to(dt)
+
+
+def _q_params(scale, zero_point, x, axis, block_size):
+    """Scale and zero point broadcastable to ``x``: per axis (1-D) or blocked (repeated ``block_size`` times
+    along ``axis``)."""
+    if block_size:
+        ax = axis % x.dim()
+        n = x.shape[ax]
+        scale = scale.repeat_interleave(block_size, dim=ax).narrow(ax, 0, n)
+        if zero_point is not None:
+            zero_point = zero_point.repeat_interleave(block_size, dim=ax).narrow(ax, 0, n)
+    elif scale.dim() == 1 and scale.numel() > 1:
+        scale = _bcast_axis(scale, x, axis)
+        zero_point = _bcast_axis(zero_point, x, axis) if zero_point is not None else None
+    return scale, zero_point
 
 
 @op("dequantize_linear", onnx="DequantizeLinear",
     inputs=[In("x"), In("x_scale"), In("x_zero_point", optional=True)], attrs={"axis": 1, "block_size": 0},
     category="quant", onnx_min_opset=13, foldable=False)
 def dequantize_linear(x, x_scale, x_zero_point=None, *, axis=1, block_size=0):
-    if x_scale.dim() == 1 and x_scale.numel() > 1:
-        x_scale = _bcast_axis(x_scale, x, axis)
-        x_zero_point = _bcast_axis(x_zero_point, x, axis) if x_zero_point is not None else None
+    x_scale, x_zero_point = _q_params(x_scale, x_zero_point, x, axis, block_size)
     zp = x_zero_point.to(torch.float32) if x_zero_point is not None else 0.0
     return ((x.to(torch.float32) - zp) * x_scale).to(x_scale.dtype)

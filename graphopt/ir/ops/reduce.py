@@ -102,5 +102,6 @@ def cumsum(x, axis, *, exclusive=0, reverse=0):
     outputs=2, category="reduce", onnx_min_opset=11)
 def topk(X, K, *, axis=-1, largest=1, sorted=1):
     k = int(K[0] if isinstance(K, list) else K)
-    v, i = torch.topk(X, k, dim=axis, largest=bool(largest), sorted=True)
-    return v, i
+    # ONNX orders equal values by index (smaller first): a stable sort guarantees it, torch.topk does not
+    v, i = torch.sort(X, dim=axis, descending=bool(largest), stable=True)
+    return v.narrow(axis, 0, k), i.narrow(axis, 0, k)

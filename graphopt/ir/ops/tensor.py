@@ -173,7 +173,8 @@ def scatter_elements(data, indices, updates, *, axis=0, reduction="none"):
     idx = torch.where(indices < 0, indices + n, indices).to(torch.int64)
     if reduction == "none":
         return torch.scatter(data, axis, idx, updates)
-    return torch.scatter_reduce(data, axis, idx, updates, {"add": "sum", "mul": "prod"}.get(reduction, reduction))
+    return torch.scatter_reduce(data, axis, idx, updates,
+                                {"add": "sum", "mul": "prod", "max": "amax", "min": "amin"}.get(reduction, reduction))
 
 
 @op("squeeze", inputs=[In("data"), In("axes", optional=True, static=True)], category="shape", value_prop=True,
@@ -269,7 +270,8 @@ def pad(data, pads, constant_value=None, axes=None, *, mode="constant"):
 def one_hot(indices, depth, values, *, axis=-1):
     d = int(depth[0] if isinstance(depth, list) else depth)
     idx = torch.where(indices < 0, indices + d, indices).to(torch.int64)
-    oh = F.one_hot(idx, d)
+    # an index outside [-depth, depth) gives an all-off row (the spec), not an error
+    oh = F.one_hot(torch.where((idx >= 0) & (idx < d), idx, d), d + 1)[..., :d]
     if axis != -1 and axis != indices.dim():
         oh = oh.movedim(-1, axis)
     return torch.where(oh.bool(), values[1], values[0])
