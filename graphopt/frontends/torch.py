@@ -162,7 +162,10 @@ def from_torch(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             ep = ep.run_decompositions(decomposition_table())
-    g = lower_exported_program(ep, name=gname)
+    # a module captured in eval mode whose forward still asks for batch statistics (F.batch_norm(training=True))
+    # keeps asking for them; a program alone cannot tell that from a train-mode capture
+    g = lower_exported_program(ep, name=gname, eval_mode=isinstance(model_or_program, torch.nn.Module)
+                               and not model_or_program.training)
     g.meta["training"] = bool(training)
     return g
 
@@ -223,8 +226,11 @@ class _Binding:
     value: Any = None
 
 
-def lower_exported_program(ep: torch.export.ExportedProgram, name: str = "graph") -> Graph:
-    """Lower an (already decomposed, if wanted) ``ExportedProgram`` with the rule table."""
+def lower_exported_program(ep: torch.export.ExportedProgram, name: str = "graph", eval_mode: bool = False) -> Graph:
+    """Lower an (already decomposed, if wanted) ``ExportedProgram`` with the rule table.
+
+    ``eval_mode``: the program was captured from a module in eval mode, so a batch norm that still says
+    ``training=True`` was forced by the model's code and is lowered with batch statistics."""
     from torch.export.graph_signature import InputKind, OutputKind
 
     sig = ep.graph_signature
@@ -263,7 +269,7 @@ def lower_exported_program(ep: torch.export.ExportedProgram, name: str = "graph"
         elif spec.kind == OutputKind.USER_INPUT_MUTATION:
             warnings.warn(f"the model mutates its input {spec.target!r} in place; the IR does not", UserWarning,
                           stacklevel=3)
-    g = _lower_fx(ep.graph, bindings, user_args, name)
+    g = _lower_fx(ep.graph, bindings, user_args, name, eval_mode)
     g.meta["source"] = "torch.export"
     return g
 
@@ -308,17 +314,20 @@ def trace_real(model: torch.nn.Module, example_inputs: Any, name: str | None = N
     out_node = next(n for n in gm.graph.nodes if n.op == "output")
     from .torch_lowering.context import _flat_nodes
 
-    g = _lower_fx(gm.graph, bindings, _flat_nodes(out_node.args), name or type(model).__name__.lower())
+    g = _lower_fx(gm.graph, bindings, _flat_nodes(out_node.args), name or type(model).__name__.lower(),
+                  not model.training)
     g.meta["source"] = "make_fx(real)"
     return g
 
 
-def _lower_fx(fx_graph: Any, bindings: list[_Binding], user_args: list[Any], name: str) -> Graph:
+def _lower_fx(fx_graph: Any, bindings: list[_Binding], user_args: list[Any], name: str,
+              eval_mode: bool = False) -> Graph:
     """Bind placeholders, lower the nodes the outputs need, set outputs, remove dead code."""
     import torch.fx as fx
 
     placeholders = {n.name: n for n in fx_graph.nodes if n.op == "placeholder"}
     g = Graph(name)
+    g.meta["_eval_capture"] = eval_mode  # read by the batch norm rules, removed below
     sym_names: dict[Any, str] = {}
     used: set[str] = set()
     for b in bindings:
@@ -342,6 +351,7 @@ def _lower_fx(fx_graph: Any, bindings: list[_Binding], user_args: list[Any], nam
             ctx.env[b.placeholder] = g.add_const(b.name, to_numpy(b.value), b.kind)
 
     ProgramLowering(ctx).run(fx_graph, [a for a in user_args if isinstance(a, fx.Node)])
+    g.meta.pop("_eval_capture", None)
 
     outputs = []
     seen: set[int] = set()

@@ -663,7 +663,9 @@ def _batch_norm(ctx: Ctx, x: Any, w: Any, b: Any, rm: Any, rv: Any, momentum: An
     if not is_static(c):
         raise ctx.error("batch norm over a dynamic channel count")
     dt = DType.from_any(ctx.fake(x).dtype)
-    if rm is None or rv is None:
+    if rm is None or rv is None or (training and ctx.graph.meta.get("_eval_capture")):
+        # no running statistics, or a model in eval mode whose code forces batch statistics: the IR's
+        # batch_norm (running statistics in eval mode) would silently compute something else
         return _batch_norm_no_stats(ctx, x, w, b, eps)
     ins = [ctx.v(x), _ones_or(ctx, w, int(c), dt, 1.0, "bn_scale"), _ones_or(ctx, b, int(c), dt, 0.0, "bn_bias"),
            ctx.v(rm), ctx.v(rv)]
@@ -885,12 +887,37 @@ def _adaptive(ctx: Ctx, n: fx.Node, kind: str) -> Value:
     out_sp = [o if o is not None else i for o, i in zip(out_sp, in_sp, strict=True)]
     if all(o == 1 for o in out_sp):
         return _with_batch(ctx, x, nd, lambda xv: ctx.op(f"global_{kind}_pool", [xv]))
-    if not _all_static(in_sp) or any(int(i) % o for i, o in zip(in_sp, out_sp, strict=True)):
-        raise ctx.error(f"adaptive_{kind}_pool from {list(in_sp)} to {out_sp}: only global pooling or integer "
-                        f"ratios map to an IR pooling op (make the input size a multiple of the output size)")
+    uneven = not _all_static(in_sp) or any(int(i) % o for i, o in zip(in_sp, out_sp, strict=True))
+    if uneven and kind == "avg" and _all_static(in_sp) and nd <= 2:
+        return _adaptive_avg_matmul(ctx, x, [int(i) for i in in_sp], out_sp)
+    if uneven:
+        raise ctx.error(f"adaptive_{kind}_pool from {list(in_sp)} to {out_sp}: only global pooling, integer "
+                        f"ratios{' or 1-/2-D average pooling' if kind == 'avg' else ''} map to IR ops (make the "
+                        f"input size a multiple of the output size)")
     k = [int(i) // o for i, o in zip(in_sp, out_sp, strict=True)]
     attrs = {"kernel_shape": k, "strides": k, "pads": [0] * (2 * nd)}
     return _with_batch(ctx, x, nd, lambda xv: ctx.op(f"{kind}_pool", [xv], attrs))
+
+
+def _adaptive_avg_matmul(ctx: Ctx, x: Any, in_sp: list[int], out_sp: list[int]) -> Value:
+    """Adaptive average pooling with uneven windows (7x7 -> 5x5, PSPNet's 1/2/3/6 bins) as constant matmuls:
+    output o of an axis of length I averages inputs ``floor(o*I/O) .. ceil((o+1)*I/O)-1`` (PyTorch's windows),
+    and a box average is the product of the per-axis averages, so ``y = P_h · x · P_wᵀ`` exactly."""
+    dt = _dt(ctx.v(x))
+
+    def pool_matrix(i_len: int, o_len: int) -> np.ndarray:
+        m = np.zeros((o_len, i_len), dtype=np.float64)
+        for o in range(o_len):
+            lo, hi = (o * i_len) // o_len, -((-(o + 1) * i_len) // o_len)
+            m[o, lo:hi] = 1.0 / (hi - lo)
+        return m.astype(dt.to_numpy())
+
+    y = ctx.v(x)
+    pw = pool_matrix(in_sp[-1], out_sp[-1])
+    y = ctx.op("matmul", [y, ctx.const(np.ascontiguousarray(pw.T), ctx._hint("pool_w"))])
+    if len(in_sp) == 2:
+        y = ctx.op("matmul", [ctx.const(pool_matrix(in_sp[0], out_sp[0]), ctx._hint("pool_h")), y])
+    return y
 
 
 @register_lowering(aten.adaptive_avg_pool1d, aten.adaptive_avg_pool2d, aten._adaptive_avg_pool2d,
