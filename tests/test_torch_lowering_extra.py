@@ -62,3 +62,25 @@ def test_adaptive_avg_pool_with_uneven_windows(shape, out):
     assert ops == ["avg_pool"] if even else set(ops) == {"matmul"}
     sess = ort.InferenceSession(to_onnx(g).SerializeToString(), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0], want, rtol=1e-5, atol=1e-6)
+
+
+MATH = {"asin": torch.asin, "acos": torch.acos, "atan": torch.atan, "sinh": torch.sinh, "cosh": torch.cosh,
+        "asinh": torch.asinh, "acosh": lambda x: torch.acosh(x + 2), "atanh": torch.atanh,
+        "trunc": lambda x: torch.trunc(x * 5), "exp2": torch.exp2}
+
+
+@pytest.mark.parametrize("name", sorted(MATH))
+def test_inverse_and_hyperbolic_math_lower_and_export(name):
+    """aten.acos & co. had no lowering (ONNX has the ops); trunc and exp2 lower to sign/floor/abs and pow."""
+    fn = MATH[name]
+
+    class M(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return fn(x)
+
+    x = torch.rand(3, 4, generator=torch.Generator().manual_seed(2)) * 1.8 - 0.9
+    g = from_torch(M(), (x,))
+    want = fn(x).numpy()
+    np.testing.assert_allclose(to_torch(g)(x).numpy(), want, rtol=1e-6, atol=1e-6)
+    sess = ort.InferenceSession(to_onnx(g).SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0], want, rtol=1e-5, atol=1e-6)

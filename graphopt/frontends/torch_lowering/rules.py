@@ -167,6 +167,21 @@ _unary("sin", aten.sin)
 _unary("cos", aten.cos)
 _unary("tan", aten.tan)
 _unary("sign", aten.sign)
+for _name in ("asin", "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh"):
+    _unary(_name, getattr(aten, _name))
+
+
+@register_lowering(aten.trunc, aten.fix)
+def _trunc(ctx: Ctx, n: fx.Node) -> Value:
+    """Round toward zero: ``sign(x) * floor(|x|)`` (ONNX has no Trunc)."""
+    x = ctx.v(n.args[0])
+    return ctx.op("mul", [ctx.op("sign", [x]), ctx.op("floor", [ctx.op("abs", [x])])])
+
+
+@register_lowering(aten.exp2)
+def _exp2(ctx: Ctx, n: fx.Node) -> Value:
+    x = ctx.v(n.args[0])
+    return ctx.op("pow", [ctx.scalar(2.0, _dt(x)), x])
 _unary("silu", aten.silu)
 _unary("hard_swish", aten.hardswish)
 _unary("mish", aten.mish)

@@ -164,6 +164,38 @@ def sign(X):
     return torch.sign(X)
 
 
+def asin(X):
+    return torch.asin(X)
+
+
+def acos(X):
+    return torch.acos(X)
+
+
+def atan(X):
+    return torch.atan(X)
+
+
+def sinh(X):
+    return torch.sinh(X)
+
+
+def cosh(X):
+    return torch.cosh(X)
+
+
+def asinh(X):
+    return torch.asinh(X)
+
+
+def acosh(X):
+    return torch.acosh(X)
+
+
+def atanh(X):
+    return torch.atanh(X)
+
+
 def identity(X):
     return X
 
@@ -176,7 +208,8 @@ def logical_not(X):
     return torch.logical_not(X)
 
 
-for _f in (exp, log, sqrt, abs_, neg, reciprocal, floor, ceil, round_, erf, sin, cos, tan, sign):
+for _f in (exp, log, sqrt, abs_, neg, reciprocal, floor, ceil, round_, erf, sin, cos, tan, sign, asin, acos, atan,
+           sinh, cosh, asinh, acosh, atanh):
     _unary(_f.__name__.rstrip("_"), _f)
 _unary("identity", identity)
 op("is_nan", onnx="IsNaN", inputs=X, category="compare")(is_nan)
