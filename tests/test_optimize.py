@@ -316,7 +316,7 @@ def test_a_search_that_finds_nothing_says_why_and_gives_the_final_training_the_t
     g = from_torch(_Tiny().eval(), (torch.randn(2, 3, 32, 32),), dynamic_batch=True)
     to_onnx(g, path=tmp_path / "tiny.onnx")
     r = _run(["tiny.onnx", "--data", "cifar10-demo", "--train-size", "2000", "--score-steps", "3", "--final-k", "1",
-              "--final-epochs", "20", "--budget", "12s", "-o", "out"], tmp_path)
+              "--final-epochs", "40", "--budget", "20s", "-o", "out"], tmp_path)
     assert r.returncode == 0, r.stderr
     text = " ".join((r.stdout + r.stderr).split())
     assert "no candidate besides the original" in text and "--cost-window" in text
@@ -337,3 +337,4 @@ def test_no_candidate_reason_points_at_the_counter_that_ate_the_mutations():
     assert "--segments" in big and "very small" not in big
     window = no_candidate_reason({"mutations": 10, "out_of_window": 8}, Store(), 60, (0, 1.1))
     assert "--cost-window (e.g. 2.2)" in window
+    assert "--budget" in no_candidate_reason({"mutations": 0}, Store(), 4, (0, 1.1))

@@ -407,6 +407,9 @@ def no_candidate_reason(stats: dict[str, int], store, n_nodes: int, window: tupl
     if failed_scoring:
         parts.append(f"{failed_scoring} failed to train (reasons in the run's result store)")
     n = max(1, stats.get("mutations", 0))
+    if not stats.get("mutations"):
+        return ("no candidate besides the original: the budget left no time to try a mutation after scoring it "
+                "and reserving the final training. Raise --budget, or lower --final-epochs.")
     if stats.get("out_of_window", 0) * 2 >= n:
         hint = (f"most mutants cost more than {window[1]:g} x the original: allow more with --cost-window "
                 f"(e.g. {max(2.0, 2 * window[1]):g})")
