@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .ir.graph import IRError
 from .ir.registry import UnsupportedOpError
+from .ir.types import UnsupportedDTypeError
 
 
 class GraphoptError(ValueError):
@@ -18,4 +19,5 @@ class UntrustedFileError(ModelLoadError):
     """Loading the file would execute code (pickle); needs an explicit trust flag."""
 
 
-USER_ERRORS: tuple[type[BaseException], ...] = (GraphoptError, IRError, UnsupportedOpError, FileNotFoundError)
+USER_ERRORS: tuple[type[BaseException], ...] = (GraphoptError, IRError, UnsupportedOpError, UnsupportedDTypeError,
+                                                FileNotFoundError)

@@ -15,6 +15,10 @@ Dim = int | str
 """A dimension: a non-negative int when static, a symbol name (e.g. ``"batch"``) when not."""
 
 
+class UnsupportedDTypeError(TypeError):
+    """A tensor type graphopt has no IR dtype for (complex, fp8, unsigned 16/32/64 bit...): a user error."""
+
+
 class DType(StrEnum):
     """Element types the IR supports; the string value is the canonical name used on disk."""
 
@@ -75,7 +79,7 @@ class DType(StrEnum):
             pass
         if name in DType.__members__:
             return DType[name]
-        raise TypeError(f"unsupported dtype {x!r}; supported: {', '.join(d.value for d in DType)}")
+        raise UnsupportedDTypeError(f"unsupported dtype {x!r}; supported: {', '.join(d.value for d in DType)}")
 
 
 _ITEMSIZE = {

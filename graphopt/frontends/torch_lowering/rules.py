@@ -959,8 +959,8 @@ def _reduce(ctx: Ctx, ir_op: str, x: Any, dims: Any, keepdim: bool, dtype: Any =
     r = ctx.rank(x)
     axes = _dims(ctx, dims, r)
     xv = ctx.v(x, ctx.out_dtype() if dtype is not None or ir_op in ("reduce_mean",) else None)
-    if r == 0:
-        return xv
+    if r == 0:  # a scalar: reduce it as a 1-element vector (the L1/L2 norms of a scalar are |x|, not x)
+        return ctx.op(ir_op, [ctx.op("reshape", [xv, ctx.int_list([1])]), ctx.int_list([0])], {"keepdims": 0})
     if ir_op == "reduce_mean" and keepdim and r >= 4 and axes == list(range(2, r)):
         return ctx.op("global_avg_pool", [xv])
     return ctx.op(ir_op, [xv, ctx.int_list(axes)], {"keepdims": int(bool(keepdim))})
