@@ -314,6 +314,23 @@ def test_erf_on_a_target_without_it_is_approximated_with_tanh(tmp_path):
     assert np.abs(got - want).max() < 4e-4
 
 
+def test_isnan_guard_of_a_softmax_is_dropped_on_int8_targets(tmp_path):
+    """Hugging Face attention writes ``where(isnan(p), 0, p)``; no int8 NPU has IsNaN, and an int8 tensor cannot
+    hold NaN, so the guard becomes its else branch (reported approximate); other IsNaN uses become False."""
+    prof = int8_profile(tmp_path, ["Softmax", "Add", "Mul", "Cast"])
+    g = Graph("hf_guard")
+    x = g.add_input("x", TensorType(DType.float32, (2, 4, 6)))
+    p = g.create_node("softmax", [x], {"axis": -1}, name="sm").output
+    nan = g.create_node("is_nan", [p], name="nan").output
+    zero = g.add_const("zero", np.zeros((), np.float32))
+    guarded = g.create_node("where", [nan, zero, p], name="guard").output
+    flag = g.create_node("cast", [nan], {"to": "float32"}, name="flag").output  # another use of the IsNaN
+    g.set_outputs([g.create_node("add", [guarded, flag], name="out").output])
+    res = legalize_exactly(g, prof)
+    assert [(r.legalizer, r.approximate) for r in res.rewrites] == [("isnan-never-int8", True)]
+    assert res.violations == [] and not {"is_nan", "where"} & {n.op for n in g.nodes}
+
+
 def test_channel_padding_is_exact_and_aligned(tmp_path):
     prof = load_profile(profile_from(tmp_path, TINY.format(pad="true")))
     rng = np.random.default_rng(1)

@@ -796,6 +796,29 @@ def _channel_shuffle_conv(graph: Graph, n: Node) -> bool:
                                                     kernel_shape=[1, 1]), "channel-shuffle-conv")
 
 
+def _isnan_never(graph: Graph, n: Node) -> bool:
+    """``IsNaN(x)`` on an int8 target is always false (an int8 tensor has no NaN): Hugging Face attention guards
+    its softmax with ``where(isnan(p), 0, p)``. Each such ``where`` is replaced by its else branch; other uses get
+    a constant all-false tensor. Reported approximate: it assumes the float model produces no NaN there either."""
+    out = n.outputs[0]
+    shape = out.type.shape if out.type is not None else None
+    if shape is None or not all(isinstance(d, int) for d in shape):
+        return False
+    for u in list(out.uses):
+        w = u.node
+        y = w.outputs[0]
+        if (w.op == "where" and u.index == 0 and w.inputs[2] is not None and w.inputs[2].type is not None
+                and y.type is not None and w.inputs[2].type.shape == y.type.shape
+                and w.inputs[2].type.dtype == y.type.dtype and y not in graph.outputs):
+            graph.replace_all_uses(y, w.inputs[2])
+            graph.erase_node(w)
+    if out.uses or out in graph.outputs:
+        graph.replace_all_uses(out, graph.add_const(f"{n.name}_never", np.zeros(shape, dtype=bool)))
+    if not out.uses and out not in graph.outputs:
+        graph.erase_node(n)
+    return True
+
+
 def _group_not_allowed(profile: Profile) -> Callable[[Node], bool]:
     def f(n: Node) -> bool:
         return any(v.rule == "group" for v in node_violations(n, profile))
@@ -911,6 +934,7 @@ def legalizers(profile: Profile) -> dict[str, list[Legalizer]]:
         "erf": [Legalizer("erf-tanh-approx", ("Mul", "Add", "Tanh"), _decomp(_erf_tanh_build, "legalize-erf"),
                           approximate=True)],
         "lrn": [Legalizer("lrn-conv-band", _lrn_emits, _decomp(_lrn_build, "legalize-lrn"))],
+        "is_nan": [Legalizer("isnan-never-int8", (), _isnan_never, lambda n: profile.quantized, approximate=True)],
         "reshape": [Legalizer("channel-shuffle-conv", ("Conv",), _channel_shuffle_conv,
                               lambda n: _channel_shuffle(n.graph, n) is not None, values=True)],
         "conv": [Legalizer("split-conv-kernel", ("Conv", "Pad", "Slice", "Add"), _split_conv_kernel(profile),
