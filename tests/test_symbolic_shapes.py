@@ -184,3 +184,18 @@ def test_hugging_face_bert_exported_by_torch_onnx_loads_runs_and_quantizes(tmp_p
     assert rep.quantization["calibration_method"].startswith("minmax")
     q = onnx.load(str(out))
     assert sum(n.op_type == "QuantizeLinear" for n in q.graph.node) > 10
+
+
+def test_min_of_a_static_bound_and_a_symbol_keeps_the_symbol():
+    """GPT-Neo reshapes to ``[batch, min(64, seq), ...]``: the min of the bound and the symbol's sentinel used to
+    be the static 64, so the reshape of a [batch, seq] tensor failed."""
+    nodes = [helper.make_node("Shape", ["x"], ["b_"], start=0, end=1),
+             helper.make_node("Shape", ["x"], ["s_"], start=1, end=2),
+             helper.make_node("Min", ["bound", "s_"], ["m_"]),
+             helper.make_node("Concat", ["b_", "m_", "one"], ["tgt"], axis=0),
+             helper.make_node("Reshape", ["x", "tgt"], ["y"])]
+    m = make_model(nodes, [vi("x", ["batch", "seq"])], [vi("y", None)],
+                   [_i64("bound", [64]), _i64("one", [1])])
+    g = load_onnx(m)
+    assert g.outputs[0].type.shape == ("batch", "seq", 1)
+    assert_matches_ort(m, {"x": np.random.default_rng(0).standard_normal((2, 9)).astype(np.float32)})

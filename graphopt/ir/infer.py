@@ -297,10 +297,41 @@ def _try_known(node: Node, opdef, table: dict[str, int]) -> None:
     except Exception:  # noqa: BLE001 - a failed propagation only loses a known value
         return
     outs = list(res) if isinstance(res, tuple | list) else [res]
+    if sym and node.op in _SYMBOL_FITS:
+        outs = [_SYMBOL_FITS[node.op](vals, outs[0])]
     for o, t in zip(node.outputs, outs, strict=False):
         if isinstance(t, torch.Tensor) and t.numel() <= _KNOWN_MAX_NUMEL:
             o.meta["_known"] = t.numpy().copy()
             o.meta["_known_sym"] = sym
+
+
+def _is_sentinel(a: Any) -> Any:
+    return (a >= _SENTINEL_BASE - 1_000_000) & (a < 2**62)
+
+
+def _min_symbol_fits(vals: list, out: Any) -> Any:
+    """``min(64, seq)`` (a static bound and a symbol) is ``seq``: the model only works when the symbol fits its
+    bounds, the assumption torch.export guards too. Without it the sentinel (~7e6) loses to the bound and a
+    later reshape to ``[batch, min(64, seq), ...]`` gets a static 64 where the data has ``seq``."""
+    import torch
+
+    ts = [t for t in vals if isinstance(t, torch.Tensor)]
+    if not ts or any(t.dtype.is_floating_point for t in ts):
+        return out
+    shape = torch.broadcast_shapes(*(t.shape for t in ts))
+    big = torch.iinfo(torch.int64).max
+    sym = torch.zeros(shape, dtype=torch.bool)
+    best = torch.full(shape, big, dtype=torch.int64)
+    for t in ts:
+        t = t.to(torch.int64).expand(shape)
+        m = _is_sentinel(t)
+        sym |= m
+        best = torch.where(m, torch.minimum(best, t), best)
+    return torch.where(sym, best, out.to(torch.int64)).to(out.dtype)
+
+
+#: value-propagation refinements for ops whose result on sentinels would lose a symbol
+_SYMBOL_FITS = {"min": _min_symbol_fits}
 
 
 def infer_graph(graph: Graph) -> None:
