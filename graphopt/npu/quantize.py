@@ -249,14 +249,27 @@ def quantize_qdq(model: Any, calib: CalibData, profile: Profile, *, max_calib: i
                           f"{len(exclude)} nodes stay float and the model is calibrated with minmax instead of "
                           f"{method}", stacklevel=2)
             cal_method = CalibrationMethod.MinMax
-        try:
+        def run(method_) -> None:  # noqa: ANN001 - an onnxruntime CalibrationMethod
             # onnxruntime's histogram calibrators print() their progress; keep the user's stdout clean
             with contextlib.redirect_stdout(io.StringIO()):
                 quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ,
                                 per_channel=profile.per_channel, activation_type=act, weight_type=wt,
-                                calibrate_method=cal_method, nodes_to_exclude=exclude,
+                                calibrate_method=method_, nodes_to_exclude=exclude,
                                 extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
                                                "CalibPercentile": float(percentile)})
+
+        try:
+            try:
+                run(cal_method)
+            except ValueError as e:
+                # a histogram needs a range it can split into bins: a tensor whose values are all equal or
+                # vanish to denormals (randomly initialized deep nets) has none; MinMax has no bins
+                if "bins" not in str(e) or cal_method == CalibrationMethod.MinMax:
+                    raise
+                used = f"minmax ({method} could not bin a tensor with a degenerate range)"
+                warnings.warn(f"{method} calibration could not bin a tensor whose values are all equal or "
+                              f"denormal ({e}); calibrated with minmax instead", stacklevel=2)
+                run(CalibrationMethod.MinMax)
         except Exception as e:  # noqa: BLE001 - re-raised with context
             raise GraphoptError(f"onnxruntime quantize_static failed: {type(e).__name__}: {e}") from e
         finally:
