@@ -118,6 +118,29 @@ def layer_norm_primitives(b: _ReplacementBuilder, node: Node, div: bool = True) 
     return y
 
 
+def instance_norm_primitives(b: _ReplacementBuilder, node: Node, div: bool = True) -> Value | None:
+    """``instance_norm``: per sample and channel, normalize over the spatial axes; per-channel scale and bias.
+    (Wav2Vec2's feature extractor: ``GroupNorm(C, C)`` exports as InstanceNormalization.)"""
+    x, scale, bias = node.inputs[:3]
+    if x is None or x.type is None or x.type.shape is None or len(x.type.shape) < 3:
+        return None
+    r = len(x.type.shape)
+    axes = b.const(np.arange(2, r, dtype=np.int64), name=f"{b.hint}_axes")
+    d = b.sub(x, b.reduce_mean(x, axes, keepdims=1))
+    var = b.reduce_mean(b.mul(d, d), axes, keepdims=1)
+    std = b.sqrt(b.add(var, _c(b, float(node.attrs.get("epsilon", 1e-5)), x, "eps")))
+    y = b.div(d, std) if div else b.mul(d, b.reciprocal(std))
+    per_channel = [-1] + [1] * (r - 2)
+    for v, fn, hint in ((scale, b.mul, "scale"), (bias, b.add, "bias")):
+        if v is None:
+            continue
+        if v.const is not None:
+            y = fn(y, b.const(np.asarray(v.const).reshape(per_channel), v.kind, name=f"{b.hint}_{hint}"))
+        else:
+            y = fn(y, b.reshape(v, b.const(np.asarray(per_channel, dtype=np.int64), name=f"{b.hint}_{hint}_shape")))
+    return y
+
+
 @graph_pass("decompose-layernorm", "layer_norm -> ReduceMean/Sub/Mul/ReduceMean/Add/Sqrt/Div/Mul/Add")
 def decompose_layernorm(graph: Graph, div: bool = True) -> dict[str, int]:
     """``div=false`` normalizes with ``Reciprocal`` + ``Mul`` (targets without Div)."""

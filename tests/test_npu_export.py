@@ -480,3 +480,20 @@ def test_cli_exit_codes_and_nothing_half_written(zoo_onnx, tmp_path, monkeypatch
     assert out3.exists() and "graph after fuse-slices" in r.output
     r = runner.invoke(app, ["export", zoo_onnx["resnet20"], "-o", str(tmp_path / "bad.txt")])
     assert r.exit_code == 2 and "ending in .onnx" in r.output
+
+
+@pytest.mark.parametrize("rank", [3, 4])
+def test_instance_norm_is_legalized_exactly(tmp_path, rank):
+    """Wav2Vec2's feature extractor normalizes with GroupNorm(C, C), exported as InstanceNormalization, which no
+    NPU profile lists: it becomes per-(sample, channel) mean/variance primitives."""
+    prof = int8_profile(tmp_path, ["ReduceMean", "Sub", "Mul", "Add", "Sqrt", "Div", "Conv"])
+    g = Graph("inorm")
+    shape = (2, 4, 10) if rank == 3 else (2, 4, 5, 6)
+    x = g.add_input("x", TensorType(DType.float32, shape))
+    rng = np.random.default_rng(rank)
+    scale = g.add_const("s", rng.standard_normal(4).astype(np.float32), "param")
+    bias = g.add_const("b", rng.standard_normal(4).astype(np.float32), "param")
+    g.set_outputs([g.create_node("instance_norm", [x, scale, bias], {"epsilon": 1e-5}, name="in").output])
+    res = legalize_exactly(g, prof)
+    assert [r.legalizer for r in res.rewrites] == ["instancenorm-div"] and res.violations == []
+    assert "instance_norm" not in {n.op for n in g.nodes}

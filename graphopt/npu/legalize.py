@@ -875,6 +875,12 @@ def legalizers(profile: Profile) -> dict[str, list[Legalizer]]:
             Legalizer("layernorm-reciprocal", ("ReduceMean", "Sub", "Mul", "Add", "Sqrt", "Reciprocal"),
                       _decomp(lambda b, n: d.layer_norm_primitives(b, n, False), "legalize-layernorm")),
         ],
+        "instance_norm": [
+            Legalizer("instancenorm-div", ("ReduceMean", "Sub", "Mul", "Add", "Sqrt", "Div"),
+                      _decomp(lambda b, n: d.instance_norm_primitives(b, n, True), "legalize-instancenorm")),
+            Legalizer("instancenorm-reciprocal", ("ReduceMean", "Sub", "Mul", "Add", "Sqrt", "Reciprocal"),
+                      _decomp(lambda b, n: d.instance_norm_primitives(b, n, False), "legalize-instancenorm")),
+        ],
         "softmax": [
             Legalizer("softmax-2d", _softmax_2d_emits, _decomp(_softmax_2d_build, "legalize-softmax"),
                       _softmax_axis_fix(profile)),
