@@ -497,3 +497,27 @@ def test_instance_norm_is_legalized_exactly(tmp_path, rank):
     res = legalize_exactly(g, prof)
     assert [r.legalizer for r in res.rewrites] == ["instancenorm-div"] and res.violations == []
     assert "instance_norm" not in {n.op for n in g.nodes}
+
+
+@pytest.mark.parametrize(("k", "stride", "pads", "length"), [(10, 5, [0, 0], 480), (3, 5, [1, 1], 64),
+                                                            (7, 7, [3, 2], 50), (5, 5, [2, 2], 23)])
+def test_prime_conv1d_stride_is_legalized_as_a_polyphase_conv(tmp_path, k, stride, pads, length):
+    """Wav2Vec2's stride-5 conv on a stride-4 target: 5 splits into no allowed conv x pool strides, so the input's
+    5 phases become channels of a stride-1 conv (exact)."""
+    prof = int8_profile(tmp_path, ["Conv", "Pad", "Slice", "Reshape", "Transpose"], "[ops.Conv]\nstride_max = 4\n")
+    g = Graph("c1d")
+    x = g.add_input("x", TensorType(DType.float32, (2, 3, length)))
+    rng = np.random.default_rng(k)
+    w = g.add_const("w", rng.standard_normal((6, 3, k)).astype(np.float32), "param")
+    b = g.add_const("b", rng.standard_normal(6).astype(np.float32), "param")
+    g.set_outputs([g.create_node("conv", [x, w, b], {"strides": [stride], "pads": pads, "kernel_shape": [k]},
+                                 name="c").output])
+    res = legalize_exactly(g, prof, rtol=1e-4, atol=1e-4)
+    assert [r.legalizer for r in res.rewrites] == ["conv-stride-polyphase"] and res.violations == []
+    convs = [n for n in g.nodes if n.op == "conv"]
+    assert len(convs) == 1 and _ints_attr(convs[0], "strides") in (None, [1])
+
+
+def _ints_attr(n, key):
+    v = n.attrs.get(key)
+    return None if v is None else [int(a) for a in v]

@@ -663,6 +663,60 @@ def _split_conv_stride(profile: Profile) -> Callable[[Graph, Node], bool]:
     return apply
 
 
+def _conv1d_polyphase(profile: Profile) -> Callable[[Graph, Node], bool]:
+    """A 1-D conv whose stride s exceeds ``stride_max`` and cannot be split into allowed conv and pool strides
+    (Wav2Vec2's stride 5 on a stride-4 target) as a stride-1 conv over the s phases of the input: the padded
+    input [N, C, s·T'] is reshaped to [N, C, T', s] and transposed to s·C channels of length T', and the kernel
+    tap j = q·s + r of channel c moves to channel c·s + r, tap q (taps past the kernel are zero). Exact, rank 4
+    throughout, and the MACs of the original conv (plus its zero taps)."""
+
+    def apply(graph: Graph, n: Node) -> bool:
+        x, w = n.inputs[0], n.inputs[1]
+        xs = _static(x)
+        if (n.op != "conv" or xs is None or len(xs) != 3 or w is None or w.const is None
+                or int(n.attrs.get("group", 1) or 1) != 1
+                or n.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "", None)
+                or _ints(n.attrs.get("dilations"), 1, 1) != [1]):
+            return False
+        (st,) = _ints(n.attrs.get("strides"), 1, 1)
+        lim = profile.ops.get("Conv")
+        if lim is None or lim.stride_max is None or st <= lim.stride_max:
+            return False
+        pb, pe = _ints(n.attrs.get("pads"), 2, 0)
+        batch, c, length = (int(v) for v in xs)
+        wt = np.asarray(w.const)
+        o, k = wt.shape[0], wt.shape[2]
+        t_out = (length + pb + pe - k) // st + 1
+        kq = -(-k // st)
+        need = (t_out + kq - 1) * st
+        w2 = np.zeros((o, c * st, kq), dtype=wt.dtype)
+        for q in range(kq):
+            for r in range(st):
+                if q * st + r < k:
+                    w2[:, r::st, q] = wt[:, :, q * st + r]  # channel c*s + r of the phase layout
+        from graphopt.passes.decompose import replace_node
+
+        def build(b):
+            y, extra = x, need - (length + pb + pe)
+            if pb or pe + max(extra, 0):
+                y = b.pad(y, b.const(np.asarray([0, 0, pb, 0, 0, pe + max(extra, 0)], dtype=np.int64),
+                                     name=f"{b.hint}_pads"))
+            if extra < 0:
+                y = b.slice(y, b.const(np.asarray([0], dtype=np.int64), name=f"{b.hint}_st"),
+                            b.const(np.asarray([need], dtype=np.int64), name=f"{b.hint}_en"),
+                            b.const(np.asarray([2], dtype=np.int64), name=f"{b.hint}_ax"))
+            y = b.reshape(y, b.const(np.asarray([batch, c, need // st, st], dtype=np.int64), name=f"{b.hint}_4d"))
+            y = b.transpose(y, perm=[0, 1, 3, 2])
+            y = b.reshape(y, b.const(np.asarray([batch, c * st, need // st], dtype=np.int64), name=f"{b.hint}_ph"))
+            wv = b.const(w2, w.kind, name=f"{b.hint}_wphase")
+            ins = [y, wv] + ([n.inputs[2]] if len(n.inputs) > 2 and n.inputs[2] is not None else [])
+            return b.conv(*ins, kernel_shape=[kq])
+
+        return replace_node(graph, n, build, "conv-stride-polyphase")
+
+    return apply
+
+
 def _lrn_build(b, n: Node) -> Value | None:
     """LRN ``x / (bias + alpha/size · Σ_window x²)^beta`` from supported ops: the channel-window sum of squares is
     a 1x1 Conv with a 0/1 band matrix (exact), the power is Sqrt-based for beta 0.75 / 0.5 (AlexNet, GoogLeNet) and
@@ -948,6 +1002,9 @@ def legalizers(profile: Profile) -> dict[str, list[Legalizer]]:
                  Legalizer("split-conv-groups", ("Slice", "Conv", "Concat"), _split_conv_groups(profile),
                            _group_not_allowed(profile)),
                  Legalizer("split-conv-stride", ("Conv", "AveragePool"), _split_conv_stride(profile),
+                           lambda n: any(v.rule == "stride_max" for v in node_violations(n, profile))),
+                 Legalizer("conv-stride-polyphase", ("Pad", "Slice", "Reshape", "Transpose", "Conv"),
+                           _conv1d_polyphase(profile),
                            lambda n: any(v.rule == "stride_max" for v in node_violations(n, profile)))],
     }
 
