@@ -66,27 +66,40 @@ def random_inputs(types: list[TensorType], *, seed: int = 0, sym_value: int = 2,
     return out
 
 
-def run_model(model: Any, inputs: list[np.ndarray]) -> list[np.ndarray]:
-    """Execute any supported model kind on numpy inputs and return numpy outputs."""
+def prepare_model(model: Any) -> Any:
+    """The runnable form of any supported model kind, built once for repeated :func:`run_model` calls: an
+    eval-mode module for an IR graph, an onnxruntime session for an ONNX model or path. Why: a check that runs a
+    model on several inputs would otherwise rebuild it every time (minutes for a multi-GB model)."""
     import torch
 
     if isinstance(model, Graph):
         from .backends.torch import to_torch
 
-        model = to_torch(model).eval()
+        return to_torch(model).eval()
+    if isinstance(model, torch.nn.Module):
+        return model
+    import onnxruntime as ort
+
+    if isinstance(model, ort.InferenceSession):
+        return model
+    data = model.SerializeToString() if hasattr(model, "SerializeToString") else None
+    so = ort.SessionOptions()
+    so.log_severity_level = 3  # graph-cleanup warnings (unused initializers) are not the user's business here
+    return ort.InferenceSession(str(model) if data is None else data, so, providers=["CPUExecutionProvider"])
+
+
+def run_model(model: Any, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    """Execute any supported model kind (or a :func:`prepare_model` result) on numpy inputs; numpy outputs."""
+    import torch
+
+    model = prepare_model(model)
     if isinstance(model, torch.nn.Module):
         with torch.no_grad():
             res = model(*[torch.from_numpy(np.asarray(x).copy(order="C")) for x in inputs])
         flat = _flatten(res)
         return [t.detach().cpu().numpy() for t in flat]
-    import onnxruntime as ort
-
-    data = model.SerializeToString() if hasattr(model, "SerializeToString") else None
-    so = ort.SessionOptions()
-    so.log_severity_level = 3  # graph-cleanup warnings (unused initializers) are not the user's business here
-    sess = ort.InferenceSession(str(model) if data is None else data, so, providers=["CPUExecutionProvider"])
-    feeds = {i.name: x for i, x in zip(sess.get_inputs(), inputs, strict=False)}
-    return [np.asarray(o) for o in sess.run(None, feeds)]
+    feeds = {i.name: x for i, x in zip(model.get_inputs(), inputs, strict=False)}
+    return [np.asarray(o) for o in model.run(None, feeds)]
 
 
 def _flatten(res: Any) -> list:
@@ -123,15 +136,18 @@ def input_types_of(model: Any) -> list[TensorType] | None:
 
 
 def verify(reference: Any, candidate: Any, inputs: list | tuple | None = None, *, rtol: float = 1e-4,
-           atol: float = 1e-5, seed: int = 0) -> VerifyReport:
-    """Compare outputs of two models; ``report.ok`` and ``str(report)`` name the worst output tensor."""
+           atol: float = 1e-5, seed: int = 0, reference_outputs: list[np.ndarray] | None = None) -> VerifyReport:
+    """Compare outputs of two models; ``report.ok`` and ``str(report)`` name the worst output tensor.
+
+    ``reference_outputs``: the reference's outputs on ``inputs``, computed earlier (then ``reference`` is not run,
+    so a caller can free a large reference model before building the candidate)."""
     if inputs is None:
         types = input_types_of(candidate) or input_types_of(reference)
         if types is None:
             raise ValueError("verify() needs inputs when neither model is a Graph or ONNX model")
         inputs = random_inputs(types, seed=seed)
     np_inputs = [x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x) for x in inputs]
-    ref = run_model(reference, np_inputs)
+    ref = reference_outputs if reference_outputs is not None else run_model(reference, np_inputs)
     cand = run_model(candidate, np_inputs)
     if len(ref) != len(cand):
         return VerifyReport(False, [], rtol, atol, f"MISMATCH: reference has {len(ref)} outputs, candidate "

@@ -129,3 +129,27 @@ def test_a_model_past_2gb_is_exported_with_external_data(int8_model: Path, tmp_p
     with pytest.raises(GraphoptError, match="2 GB"):
         export_model(src, tmp_path / "q" / "big_int8.onnx", target="generic-npu-int8", latency_runs=0)
     assert not (tmp_path / "q").exists() or not any((tmp_path / "q").iterdir())  # nothing written
+
+
+def test_fp32_check_builds_each_model_once(int8_model: Path, tmp_path: Path, monkeypatch):
+    """The check runs both models on three input sets plus two probes; it used to create an onnxruntime session
+    for every run (ten loads of a 3.2 GB model); now one per model."""
+    import onnxruntime as ort
+
+    made = []
+    real = ort.InferenceSession
+
+    class Counting(real):  # type: ignore[misc, valid-type]
+        def __init__(self, *a, **k) -> None:
+            made.append(1)
+            super().__init__(*a, **k)
+
+    monkeypatch.setattr(ort, "InferenceSession", Counting)
+    src = int8_model.parent / "small.onnx"
+    m = onnx.load(str(src))
+    m.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"  # symbolic: checked at sizes 1 and 5
+    dyn = tmp_path / "dyn.onnx"
+    onnx.save(m, str(dyn))
+    rep = export_model(dyn, tmp_path / "out.onnx", latency_runs=0)
+    assert rep.ok and rep.fp32["inputs"].startswith("3 x")
+    assert len(made) == 2, len(made)
