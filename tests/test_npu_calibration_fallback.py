@@ -71,3 +71,19 @@ def test_a_tensor_that_vanishes_to_denormals_falls_back_to_minmax() -> None:
     ref, got = run_onnx(fp32, feeds[:8]), run_onnx(q, feeds[:8])
     a, b = np.concatenate(ref).ravel(), np.concatenate(got).ravel()
     assert np.isfinite(b).all() and np.corrcoef(a, b)[0, 1] > 0.95
+
+
+def test_huge_but_finite_activations_keep_the_requested_calibration() -> None:
+    """Only mask sentinels (finfo.min, beyond 1e38) are kept float: a placeholder-weight VGG-19's logits of 1e30+
+    were wrongly treated as masks for a while, which left its Gemm and Softmax in float."""
+    pytest.importorskip("onnxruntime")
+    rng = np.random.default_rng(3)
+    w = (rng.standard_normal((16, 16)) * 0.3).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Mul", ["h", "huge"], ["y"])]
+    g = helper.make_graph(nodes, "huge", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])],
+                          [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.float32(1e33), "huge")])
+    fp32 = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    feeds = [{"x": rng.standard_normal((1, 16)).astype(np.float32)} for _ in range(16)]
+    q = quantize_qdq(fp32, CalibData(feeds, None, "test"), load_profile("generic-npu-int8"), method="entropy")
+    assert {p.key: p.value for p in q.metadata_props}["graphopt.calibration_method"] == "entropy"

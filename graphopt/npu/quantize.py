@@ -244,7 +244,7 @@ def quantize_qdq(model: Any, calib: CalibData, profile: Profile, *, max_calib: i
         exclude = sorted({n.name for n in model.graph.node if n.name and (set(n.output) | set(n.input)) & bad})
         if bad and method != "minmax":
             used = f"minmax ({method} cannot bin tensors holding +-inf or masks: {len(bad)} such tensors kept float)"
-            warnings.warn(f"{len(bad)} calibration tensors hold +-inf or mask values beyond 1e30 "
+            warnings.warn(f"{len(bad)} calibration tensors hold +-inf or mask values beyond 1e38 "
                           f"({', '.join(sorted(bad)[:3])}...): their "
                           f"{len(exclude)} nodes stay float and the model is calibrated with minmax instead of "
                           f"{method}", stacklevel=2)
@@ -307,9 +307,10 @@ def _outputs_of(model: Any, names: list[str], feeds: list[dict[str, np.ndarray]]
     return {n: np.concatenate(v) for n, v in got.items()}
 
 
-#: magnitudes above this are mask sentinels (``torch.finfo(float32).min`` in Hugging Face attention masks), not
-#: activations: no int8 grid holds them and the real values together, and histogram calibrators overflow on them
-UNBINNABLE_ABS = 1e30
+#: magnitudes above this are mask sentinels (``torch.finfo(float32).min`` = -3.4e38 in Hugging Face attention
+#: masks), not activations: onnxruntime's histograms overflow on their range. Set just below them, so that huge
+#: but finite activations (a placeholder-weight VGG-19's logits reach 1e30+) are still calibrated normally
+UNBINNABLE_ABS = 1e38
 
 
 def nonfinite_tensors(model: Any, feeds: list[dict[str, np.ndarray]]) -> set[str]:
