@@ -28,3 +28,16 @@ def run_ir(g: Graph, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         for o, t in zip(n.outputs, res if isinstance(res, tuple | list) else [res], strict=True):
             env[id(o)] = t
     return [np.asarray(env[id(v)]) for v in g.outputs]  # type: ignore[arg-type]
+
+
+class TinyCNN(torch.nn.Module):
+    """conv-bn-relu-mean-linear, 3x(H, W) -> 10 logits: the smallest model with weights, BN and a head (too small
+    for any segment mutant to fit a 1.1x FLOPs window; small enough to quantize in a second)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        nn = torch.nn
+        self.c, self.b, self.fc = nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.b(self.c(x))).mean((2, 3)))

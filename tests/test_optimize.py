@@ -16,6 +16,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from _helpers import TinyCNN
 from torch import nn
 
 from graphopt.backends.onnx import to_onnx
@@ -299,21 +300,10 @@ def test_sequence_task_scores_by_token_accuracy():
     assert res["val_accuracy"] > 1.5 / splits.info.num_classes  # it learned something: the metric is live
 
 
-class _Tiny(nn.Module):
-    """conv-bn-relu-pool-linear: no mutant of it fits a 1.1x FLOPs window."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.c, self.b, self.fc = nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.Linear(16, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.relu(self.b(self.c(x))).mean((2, 3)))
-
-
 def test_a_search_that_finds_nothing_says_why(tmp_path):
     """It used to print 'candidates scored: 1' with no reason, after shortening the final training for a search
     that then took 2 of the 10 seconds."""
-    g = from_torch(_Tiny().eval(), (torch.randn(2, 3, 32, 32),), dynamic_batch=True)
+    g = from_torch(TinyCNN().eval(), (torch.randn(2, 3, 32, 32),), dynamic_batch=True)
     to_onnx(g, path=tmp_path / "tiny.onnx")
     r = _run(["tiny.onnx", "--data", "cifar10-demo", "--train-size", "2000", "--score-steps", "3", "--final-k", "1",
               "--final-epochs", "40", "--budget", "20s", "-o", "out"], tmp_path)

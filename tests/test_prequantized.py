@@ -12,18 +12,10 @@ import onnx
 import pytest
 import torch
 import torch.nn as nn
+from _helpers import TinyCNN
 
 from graphopt.export import export_model
 from graphopt.frontends.onnx import load_onnx
-
-
-class _Small(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.c, self.b, self.fc = nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.Linear(16, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.relu(self.b(self.c(x))).mean((2, 3)))
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +26,7 @@ def int8_model(tmp_path_factory) -> Path:
     fp32 = d / "small.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(_Small().eval(), (torch.randn(1, 3, 16, 16),), str(fp32), opset_version=17, dynamo=False,
+        torch.onnx.export(TinyCNN().eval(), (torch.randn(1, 3, 16, 16),), str(fp32), opset_version=17, dynamo=False,
                           input_names=["x"])
     rng = np.random.default_rng(0)
     calib = d / "calib.npz"

@@ -21,6 +21,9 @@ from .types import DType, TensorType
 
 _SENTINEL_BASE = 7_000_003
 _KNOWN_MAX_NUMEL = 4096
+# a known integer in [_SENTINEL_MIN, 2**62) came from a symbol (a sentinel, or one shifted by a small offset);
+# 2**62 and above are "to the end" markers (INT64_MAX slice ends), not symbols
+_SENTINEL_MIN = _SENTINEL_BASE - 1_000_000
 
 
 class ShapeInferenceError(IRError):
@@ -145,7 +148,7 @@ def _meta_args(node: Node, opdef, table: dict[str, int], translate: dict[int, in
 def _translate(vals: Any, translate: dict[int, int]) -> Any:
     if isinstance(vals, list):
         return [_translate(x, translate) for x in vals]
-    if isinstance(vals, int) and abs(vals) >= _SENTINEL_BASE // 2 and abs(vals) < 2**62:
+    if isinstance(vals, int) and _SENTINEL_MIN <= abs(vals) < 2**62:
         if abs(vals) not in translate:
             raise _SymbolicOverflow
         return translate[abs(vals)] * (1 if vals > 0 else -1)
@@ -306,7 +309,7 @@ def _try_known(node: Node, opdef, table: dict[str, int]) -> None:
 
 
 def _is_sentinel(a: Any) -> Any:
-    return (a >= _SENTINEL_BASE - 1_000_000) & (a < 2**62)
+    return (a >= _SENTINEL_MIN) & (a < 2**62)
 
 
 def _min_symbol_fits(vals: list, out: Any) -> Any:
