@@ -3,4 +3,17 @@
 See ``graphopt passes`` for the list and docs/writing-passes.md for writing your own.
 """
 
-from . import attention, cleanup, conv_act, decompose, expand, fold, fuse_more, fuse_patterns, fusion, opset, shapes  # noqa: F401
+from . import (  # noqa: F401
+    attention,
+    cleanup,
+    conv_act,
+    decompose,
+    expand,
+    fold,
+    fuse_more,
+    fuse_patterns,
+    fusion,
+    opset,
+    relax_batch,
+    shapes,
+)

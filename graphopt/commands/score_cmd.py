@@ -7,6 +7,10 @@ activation nodes visible to the proxies' hooks). Inputs come from
 ``cifar10-demo`` for image models), or seeded random inputs of the model's input shape for other models
 (label-free proxies only).
 
+A model whose batch is fixed in the file (``float32[1,3,32,32]``, ``torch.onnx.export``'s default) is first relaxed
+to a symbolic batch and checked per sample (:mod:`graphopt.passes.relax_batch`), so it is scored at ``--batch``
+like any other; one that cannot be relaxed is scored at its own batch, with a warning saying why.
+
 This module also registers the ``proxy-<name>`` passes *lazily* (without importing torch at CLI start-up) so
 that ``graphopt passes`` lists them and ``graphopt transform -P proxy-synflow`` runs them; the first run imports
 the real passes from :mod:`graphopt.predictors.proxies.passes`, which replace these stubs.
@@ -65,6 +69,36 @@ def compute_scores(graph: Any, names: list[str], data: str | None, batch: int, s
     return score_graph(graph, names, pb, seed=seed, net=net, errors=errors), net, pb
 
 
+def relax_for_scoring(graph: Any, batch: int) -> tuple[Any, int]:
+    """``(graph, batch)`` to compute proxies on: a graph whose batch is fixed is relaxed to a symbolic one and
+    checked per sample (one line on stderr says so), keeping ``batch``; one that cannot be relaxed is kept with
+    its own batch instead, with a warning naming the node. Why: the proxies need many samples at once, which a
+    Reshape to ``[1, 512]`` refuses."""
+    from ..errors import GraphoptError
+    from ..passes.relax_batch import fixed_batch, relax_batch, verify_relaxed
+
+    fixed = fixed_batch(graph)
+    if fixed is None:
+        return graph, batch
+    try:
+        relaxed, report = relax_batch(graph)
+        verify_relaxed(graph, relaxed, report=report)
+    except GraphoptError as e:
+        console.print(f"[yellow]warning:[/] {escape(str(e))}; scoring at the file's batch of {fixed}"
+                      + (f" instead of {batch}" if batch != fixed else ""), highlight=False, soft_wrap=True)
+        return graph, fixed
+    console.print(report.describe(), highlight=False, markup=False, soft_wrap=True)
+    return relaxed, batch
+
+
+def warn_constant_nwot(names: list[str], batch: int) -> None:
+    """NASWOT's kernel on one sample is the 1x1 matrix [#ReLU units]: its log is the same for any weights."""
+    if "nwot" in names and batch == 1:
+        console.print("[yellow]warning:[/] nwot (NASWOT) at batch 1 is log(#ReLU units), a constant of the "
+                      "architecture that says nothing about the model; use a batch of 2 or more (--batch, default "
+                      "64)", highlight=False, soft_wrap=True)
+
+
 def proxy_summary(graph: Any, spec: str, data: str | None = None, batch: int = 64, seed: int = 0) -> dict:
     """``{proxy: {score, additive, inputs, nodes: [{node, op, value, share_pct}], [unattributed]}}`` for
     ``inspect --proxies``: nodes sorted by |contribution|, ``share_pct`` = 100·|value| / Σ|values| (the plain share
@@ -73,12 +107,26 @@ def proxy_summary(graph: Any, spec: str, data: str | None = None, batch: int = 6
     from ..predictors.proxies.passes import annotate, node_contributions
 
     names = parse_proxy_list(spec)
-    results, net, pb = compute_scores(graph, names, data, batch, seed)
+    scored, batch = relax_for_scoring(graph, batch)
+    warn_constant_nwot(names, batch)
+    results, net, pb = compute_scores(scored, names, data, batch, seed)
     ops = {n.name: n.op for n in graph.nodes}
     inputs = pb.source + (f"; {pb.note}" if pb.note else "")
     summary: dict[str, Any] = {}
     for name, r in results.items():
-        annotate(graph, name, r, net)
+        annotate(scored, name, r, net)
+        if scored is not graph:  # the relaxed copy keeps the node names: carry its annotations over
+            by_name = {n.name: n for n in graph.nodes}
+            key = f"proxy.{name}"
+            for n in scored.nodes:
+                if n.name in by_name:
+                    by_name[n.name].meta.pop(key, None)
+                    if key in n.meta:
+                        by_name[n.name].meta[key] = n.meta[key]
+            for k in (key, f"{key}.unattributed"):
+                graph.meta.pop(k, None)
+                if k in scored.meta:
+                    graph.meta[k] = scored.meta[k]
         entry: dict[str, Any] = {"score": _finite(r.score), "additive": r.additive, "inputs": inputs, "nodes": []}
         if r.additive:
             per, rest = node_contributions(net, r)
@@ -145,6 +193,8 @@ def register(app: typer.Typer) -> None:
         ("graphopt score model.onnx --data cifar10 --batch 128 --seed 1", "another minibatch of the full data"),
         ("graphopt score seq.onnx --data assoc_recall --proxy grad_norm,snip --batch 8",
          "a token model on a sequence task"),
+        ("graphopt score exported_at_batch1.onnx --proxy synflow,nwot",
+         "a fixed batch in the file is relaxed to a symbolic one (checked per sample), then scored at --batch"),
     ))
     @user_errors
     def score(
@@ -168,6 +218,8 @@ def register(app: typer.Typer) -> None:
 
         names = parse_proxy_list(proxy)
         g = load_for_cli(model, input_shape, trust_pickle)
+        g, batch = relax_for_scoring(g, batch)
+        warn_constant_nwot(names, batch)
         t0 = time.perf_counter()
         # 'all' means every proxy that applies: one undefined for this model (NASWOT without ReLUs, a proxy
         # needing labels on random inputs) is reported as null with a warning instead of failing the rest
