@@ -352,3 +352,49 @@ def test_opset6_broadcast_with_axis_and_per_channel_prelu():
     want = np.where(a < 0, a * slope[None, :, None], a)
     np.testing.assert_allclose(run_ir(g, {"x": x})[0], want, rtol=1e-6)
     np.testing.assert_allclose(run_ort(to_onnx(g), {"x": x})[0], want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("reduction", ["none", "add", "mul", "max", "min"])
+def test_scatter_nd_matches_onnxruntime_imported_reexported_and_as_pytorch(reduction: str):
+    """ScatterND with every reduction, negative indices, slice updates (k < rank) and run-time data; reductions
+    also get a repeated index (-4 is 0), which they must accumulate."""
+    from graphopt.backends.onnx import OnnxExportError
+    from graphopt.backends.torch import to_torch
+    from graphopt.ir.cost import node_cost
+
+    rng = np.random.default_rng(0)
+    data = rng.standard_normal((4, 3, 5)).astype(np.float32)
+    rows = [[0, -1], [2, 1], [-1, 0]] + ([[-4, 2]] if reduction == "none" else [[-4, -3]])
+    idx = np.array(rows, dtype=np.int64).reshape(2, 2, 2)
+    upd = rng.standard_normal((2, 2, 5)).astype(np.float32)
+    m = make_model([helper.make_node("ScatterND", ["d", "i", "u"], ["y"], name="sn", reduction=reduction)],
+                   [vi("d", [4, 3, 5]), vi("i", [2, 2, 2], TensorProto.INT64), vi("u", [2, 2, 5])], [vi("y", None)])
+    feeds = {"d": data, "i": idx, "u": upd}
+    g = assert_matches_ort(m, feeds)
+    assert g.nodes[0].op == "scatter_nd" and g.outputs[0].type.shape == (4, 3, 5)
+    assert node_cost(g.nodes[0]).flops == (0 if reduction == "none" else upd.size)  # one op per update element
+    got = to_torch(g)(*(torch.from_numpy(feeds[v.name]) for v in g.inputs))
+    np.testing.assert_allclose(got.numpy(), run_ort(m, feeds)[0], rtol=1e-5, atol=1e-6)
+    if reduction in ("max", "min"):
+        with pytest.raises(OnnxExportError, match="opset >= 18"):
+            to_onnx(g, opset=16)
+
+
+def test_scatter_nd_from_the_dynamo_exporter_loads_and_matches_onnxruntime(tmp_path: Path):
+    """Slice assignment (Swin-T's shifted-window mask) exported by torch.onnx's dynamo exporter is a ScatterND."""
+    from graphopt.backends.torch import to_torch
+
+    class Assign(torch.nn.Module):
+        def forward(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+            y = x.clone()
+            y[:, 1:3] = u
+            return y * 2
+
+    x, u = torch.randn(2, 5, 6), torch.randn(2, 2, 6)
+    path = tmp_path / "assign.onnx"
+    torch.onnx.export(Assign().eval(), (x, u), str(path), dynamo=True, opset_version=18)
+    m = onnx.load(path)
+    assert "ScatterND" in {n.op_type for n in m.graph.node}
+    feeds = {"x": x.numpy(), "u": u.numpy()}
+    g = assert_matches_ort(m, dict(zip([i.name for i in m.graph.input], feeds.values(), strict=True)))
+    np.testing.assert_allclose(to_torch(g)(x, u).detach().numpy(), (Assign()(x, u)).numpy(), rtol=1e-6)

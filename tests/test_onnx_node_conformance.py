@@ -95,7 +95,8 @@ def _run(case) -> bool:  # noqa: ANN001
 def test_the_corpus_is_large_and_covers_the_common_ops():
     ops = {n.op_type for c in CASES for n in c.model.graph.node}
     assert len(CASES) > 600
-    assert {"Conv", "ConvTranspose", "Resize", "LSTM", "GRU", "GatherND", "QuantizeLinear", "Softmax"} <= ops
+    assert {"Conv", "ConvTranspose", "Resize", "LSTM", "GRU", "GatherND", "ScatterND", "QuantizeLinear",
+            "Softmax"} <= ops
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])

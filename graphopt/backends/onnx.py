@@ -293,6 +293,17 @@ def _split(em: OnnxEmitter, node: Node) -> bool:
     return True
 
 
+@_lowers("scatter_nd", "scatter_elements")
+def _scatter(em: OnnxEmitter, node: Node) -> bool:
+    """Opset 16 knows the ``reduction`` attribute but only add/mul; max/min came with 18, and a checker passes an
+    opset-16 file that onnxruntime then refuses, so refuse it here with the fix."""
+    red = node.attrs.get("reduction", "none")
+    if red in ("max", "min") and em.opset < 18:
+        raise OnnxExportError(f"node {node.name} ({node.op}): reduction={red!r} needs opset >= 18; export with "
+                              f"opset=18")
+    return False
+
+
 @_lowers("dropout")
 def _dropout(em: OnnxEmitter, node: Node) -> bool:
     em.node("Identity", em.inputs(node)[:1], em.outputs(node), name=node.name)

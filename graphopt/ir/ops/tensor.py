@@ -166,8 +166,18 @@ def gather_nd(data, indices, *, batch_dims=0):
     return out.reshape(*indices.shape[:-1], *rest)
 
 
+def _scatter_flops(node):  # noqa: ANN001, ANN202 - Node -> int | None
+    """A reducing scatter combines every update element with one data element; a plain one only moves data."""
+    from ..cost import _numel
+
+    if node.attrs.get("reduction", "none") == "none":
+        return 0
+    upd = node.inputs[2]
+    return None if upd is None else _numel(upd.shape)
+
+
 @op("scatter_elements", onnx="ScatterElements", inputs=[In("data"), In("indices"), In("updates")],
-    attrs={"axis": 0, "reduction": "none"}, category="memory", onnx_min_opset=11)
+    attrs={"axis": 0, "reduction": "none"}, category="memory", flops=_scatter_flops, onnx_min_opset=11)
 def scatter_elements(data, indices, updates, *, axis=0, reduction="none"):
     n = data.shape[axis]
     idx = torch.where(indices < 0, indices + n, indices).to(torch.int64)
@@ -175,6 +185,34 @@ def scatter_elements(data, indices, updates, *, axis=0, reduction="none"):
         return torch.scatter(data, axis, idx, updates)
     return torch.scatter_reduce(data, axis, idx, updates,
                                 {"add": "sum", "mul": "prod", "max": "amax", "min": "amin"}.get(reduction, reduction))
+
+
+@op("scatter_nd", onnx="ScatterND", inputs=[In("data"), In("indices"), In("updates")], attrs={"reduction": "none"},
+    category="memory", flops=_scatter_flops, onnx_min_opset=11)
+def scatter_nd(data, indices, updates, *, reduction="none"):
+    """ONNX ScatterND, the inverse of GatherND: each k-tuple on the last axis of ``indices`` addresses a slice of
+    ``data``'s first k dims (negative entries count from the end). The k dims are flattened into one, so a
+    single scatter along dim 0 does it and every ``reduction`` (none/add/mul/max/min) is torch's own."""
+    k = indices.shape[-1]
+    addressed, rest = data.shape[:k], data.shape[k:]
+    strides, size = [], 1
+    for d in reversed(addressed):
+        strides.insert(0, size)
+        size *= d
+    idx = indices.to(torch.int64).reshape(-1, k)
+    flat = torch.zeros(idx.shape[0], dtype=torch.int64, device=idx.device)
+    for j in range(k):
+        col = idx[:, j]
+        flat = flat + torch.where(col < 0, col + addressed[j], col) * strides[j]
+    upd = updates.reshape(idx.shape[0], *rest)
+    index = flat.reshape(-1, *[1] * len(rest)).expand(upd.shape)
+    base = data.reshape(size, *rest)
+    if reduction == "none":
+        out = torch.scatter(base, 0, index, upd)
+    else:
+        out = torch.scatter_reduce(base, 0, index, upd,
+                                   {"add": "sum", "mul": "prod", "max": "amax", "min": "amin"}[reduction])
+    return out.reshape(data.shape)
 
 
 @op("squeeze", inputs=[In("data"), In("axes", optional=True, static=True)], category="shape", value_prop=True,
