@@ -14,6 +14,7 @@ import io
 import json
 import os
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,9 @@ def load_model(
 
         try:
             g = load_pt2(str(path))
-        except (RuntimeError, ValueError, OSError, KeyError) as e:
+        except ModelLoadError:
+            raise
+        except (RuntimeError, ValueError, OSError, KeyError, zipfile.BadZipFile) as e:
             raise ModelLoadError(f"{path}: cannot read torch.export archive ({type(e).__name__}: {e})") from e
     elif suffix == ".json":
         from .ir.serialize import load

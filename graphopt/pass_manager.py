@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from .compare import ATOL, RTOL
 from .ir.graph import Graph
 from .ir.verify import VerificationError, verify
 from .pass_api import Pass, PassError, get_pass
@@ -132,8 +133,8 @@ class PassManager:
         *,
         verify_ir: bool = True,
         verify_numerics: bool = False,
-        rtol: float = 1e-4,
-        atol: float = 1e-5,
+        rtol: float = RTOL,
+        atol: float = ATOL,
         on_error: str = "stop",
         print_after: set[str] | None = None,
         out: TextIO | None = None,

@@ -140,3 +140,83 @@ def test_console_script_prints_python_warnings_as_one_clean_line():
     assert res.returncode == 0, res.stderr
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert lines == ["warning: calibrating on [RANDOM] inputs"], res.stderr
+
+
+@pytest.mark.parametrize("kind", ["pickle", "torch.save", "empty"])
+def test_pt2_that_is_no_torch_export_archive_exits_2_naming_the_file(tmp_path, kind):
+    """A pickle renamed to .pt2 used to end in a zipfile.BadZipFile traceback (exit 1); a torch.save zip in
+    "check the warnings above"."""
+    import pickle
+
+    import torch
+
+    bad = tmp_path / f"{kind.replace('.', '_')}.pt2"
+    if kind == "pickle":
+        bad.write_bytes(pickle.dumps({"weight": [1.0, 2.0]}))
+    elif kind == "torch.save":
+        torch.save(torch.nn.Linear(3, 2).state_dict(), bad)
+    else:
+        bad.write_bytes(b"")
+    res = runner.invoke(app, ["inspect", str(bad)])
+    assert res.exit_code == 2, res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {bad}: ") and "torch.export.save" in lines[0], res.output
+    assert "Traceback" not in res.output and "BadZipFile" not in res.output
+
+
+def test_convert_and_export_judge_errors_against_the_output_scale(tmp_path):
+    """An element-wise allclose refused this correct model (exit 1: "MISMATCH"); judged against the outputs' scale
+    it passes, with the same tolerance in convert and export, and the message says OK without contradicting
+    itself."""
+    import warnings
+
+    import numpy as np
+    import torch
+
+    from graphopt.compare import RTOL, random_inputs, run_model, verify
+    from graphopt.frontends.onnx import load_onnx
+
+    class LargeScaleNet(torch.nn.Module):
+        """Three convs on an input scaled by 1000: outputs up to ~300, so onnxruntime's and PyTorch's sums differ
+        by ~1e-4 everywhere -- the same 1e-4 on entries near zero, like DeepLabV3's logits."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.c1 = torch.nn.Conv2d(3, 64, 3, padding=1)
+            self.c2 = torch.nn.Conv2d(64, 64, 3, padding=1)
+            self.c3 = torch.nn.Conv2d(64, 8, 3, padding=1)
+
+        def forward(self, x):
+            return self.c3(self.c2(self.c1(x * 1000).relu()).relu())
+
+    src = tmp_path / "big.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(LargeScaleNet().eval(), (torch.randn(1, 3, 16, 16),), str(src), dynamo=False,
+                          opset_version=17)
+    g = load_onnx(str(src))
+    x = random_inputs([v.type for v in g.inputs])
+    ref, got = run_model(str(src), x)[0], run_model(g, x)[0]
+    assert not np.allclose(got, ref, rtol=1e-4, atol=1e-5)  # what the old element-wise check demanded
+    assert np.abs(got - ref).max() < 1e-6 * np.abs(ref).max()  # float32 rounding, nothing more
+
+    res = runner.invoke(app, ["convert", str(src), "-o", str(tmp_path / "big.py")])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())  # the console wraps long lines
+    assert "verify: OK" in text and "in magnitude" in text and f"(allowed {RTOL:.2g})" in text, text
+    res = runner.invoke(app, ["export", str(src), "-o", str(tmp_path / "big.opt.onnx")])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert "fp32 check: OK" in text and "in magnitude" in text and f"(allowed {RTOL:.2g})" in text, text
+
+    # a real error of 1e-3 of the scale is still refused, and the message gives the scale it was judged by
+    wrong = torch.from_numpy(ref.copy())
+    wrong[0, 0, 0, 0] += 1e-3 * float(np.abs(ref).max())
+
+    class Wrong(torch.nn.Module):
+        def forward(self, _x):
+            return wrong
+
+    rep = verify(str(src), Wrong(), x)
+    assert not rep.ok and str(rep).startswith("MISMATCH") and "in magnitude" in str(rep) and rep.worst.scale > 100

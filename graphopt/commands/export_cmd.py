@@ -69,8 +69,10 @@ def register(app: typer.Typer) -> None:
         for w in rep.warnings[:10]:
             console.print(f"[yellow]warning:[/] {escape(str(w))}", highlight=False, soft_wrap=True)
         if rep.fp32:
-            console.print(f"fp32 check: {'OK' if rep.fp32['ok'] else 'MISMATCH'}, max abs err "
-                          f"{rep.fp32['max_abs_err']:.3g}", highlight=False)
+            fp = rep.fp32
+            console.print(f"fp32 check: {'OK' if fp['ok'] else 'MISMATCH'}, max abs err {fp['max_abs_err']:.2g}; "
+                          f"output nearest its limit: up to {fp['worst_output_scale']:.3g} in magnitude, off by "
+                          f"{fp['max_rel_err']:.2g} of that (allowed {fp['allowed_rel_err']:.2g})", highlight=False)
         if rep.quantization and "top1_agreement" in rep.quantization:
             console.print(f"int8 top-1 agreement with fp32: {rep.quantization['top1_agreement']:.2%} on "
                           f"{rep.quantization['samples']} samples", highlight=False)

@@ -194,10 +194,34 @@ def load_pt2(path: str | os.PathLike) -> Graph:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"{p}: no such .pt2 file")
+    _check_pt2_archive(p)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         ep = torch.export.load(str(p))
     return from_torch(ep, name=p.stem)
+
+
+def _check_pt2_archive(p: Path) -> None:
+    """Name what the file is when it is not a torch.export archive: torch.export.load fails on a non-zip with a
+    bare ``BadZipFile`` and on a ``torch.save`` zip with "check the warnings above", neither of which says what to
+    do."""
+    import zipfile
+
+    from ..errors import ModelLoadError
+
+    how = ("re-export the model with torch.export.save(torch.export.export(model, example_inputs), PATH), or give "
+           "graphopt an .onnx file")
+    if not zipfile.is_zipfile(p):
+        raise ModelLoadError(f"{p}: not a torch.export archive (a .pt2 file is the zip archive torch.export.save "
+                             f"writes; this one is not a zip: a pickle renamed to .pt2, or a truncated copy?); {how}")
+    try:
+        with zipfile.ZipFile(p) as z:
+            names = [n.rsplit("/", 1)[-1] for n in z.namelist()]
+    except (zipfile.BadZipFile, OSError) as e:
+        raise ModelLoadError(f"{p}: corrupt .pt2 zip archive ({e}); {how}") from e
+    if "data.pkl" in names and not {"archive_format", "serialized_exported_program.json"} & set(names):
+        raise ModelLoadError(f"{p}: a torch.save file (a state dict or a pickled module) named .pt2, not a "
+                             f"torch.export archive; {how}, or name a pickled module .pt and pass --trust-pickle")
 
 
 def _program_trains(ep: torch.export.ExportedProgram) -> bool:
