@@ -194,6 +194,16 @@ class RewriteRule:
             return self._match_node(p, v.producer, b, matched, pmap)
         raise TypeError(f"bad pattern element {p!r}")
 
+    def matches(self, graph: Graph) -> list[Match]:
+        """Every match that passes the check, without rewriting: for analyses that only need to find the pattern
+        (NASWOT reading a decomposed activation's input)."""
+        out = []
+        for node in graph.nodes_by_op().get(self.root.op, []):
+            m = self.match(node)
+            if m is not None and (self.check is None or self.check(m, **m.bindings)):
+                out.append(m)
+        return out
+
     # -------------------------------------------------------------------------------------------- apply
     def apply(self, graph: Graph, max_rewrites: int | None = None) -> int:
         """Rewrite every (non-overlapping) match; returns the number of rewrites."""

@@ -87,6 +87,39 @@ def _is_float(v: Value) -> bool:
 GELU_RULES = _gelu_erf_rules() + _gelu_tanh_rules()
 
 
+def _silu_pattern(op, x):
+    return op.mul(x, op.sigmoid(x))  # torch.onnx's SiLU (there is no ONNX op for it)
+
+
+def _mish_pattern(op, x):
+    return op.mul(x, op.tanh(op.softplus(x)))  # torch.onnx's Mish before opset 18
+
+
+def _float_check(match: Match, x: Value) -> bool:
+    return _is_float(x)
+
+
+ACTIVATION_RULES: dict[str, list[RewriteRule]] = {
+    "gelu": GELU_RULES,
+    "silu": [RewriteRule(_silu_pattern, lambda op, x: op.silu(x), _float_check, name="silu")],
+    "mish": [RewriteRule(_mish_pattern, lambda op, x: op.mish(x), _float_check, name="mish")],
+}
+"""The decomposed forms exporters write for activations that have no ONNX op at the model's opset, by op."""
+
+
+def decomposed_activations(graph: Graph) -> list[tuple[str, Match]]:
+    """``(op, match)`` for every activation written as primitives (``match.bindings["x"]`` is its input), without
+    changing the graph: analyses such as NASWOT need the activation's input, which no single node carries."""
+    found, seen = [], set()
+    for act, rules in ACTIVATION_RULES.items():
+        for rule in rules:
+            for m in rule.matches(graph):
+                if id(m.root) not in seen:
+                    seen.add(id(m.root))
+                    found.append((act, m))
+    return found
+
+
 @graph_pass("fuse-gelu", "Fuse the erf and tanh GELU formulas into one gelu op (ONNX Gelu, opset 20)")
 def fuse_gelu(graph: Graph) -> dict[str, int]:
     return apply_rules(graph, GELU_RULES)

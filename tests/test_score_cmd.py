@@ -268,3 +268,31 @@ def test_synflow_converts_float_literals_to_float64():
     want = float((np.abs(w.astype(np.float64)) * np.abs(lit.astype(np.float64).sum(0))[None, :]).sum())
     assert got == pytest.approx(want, rel=1e-6)
     assert all(t.dtype == torch.float64 for t in net.double()._literals.values())
+
+
+@pytest.mark.parametrize("act", ["silu", "gelu", "gelu_tanh", "mish"])
+def test_nwot_of_an_onnx_model_with_decomposed_activations_equals_the_module(tmp_path, act):
+    """torch.onnx writes SiLU as x*Sigmoid(x), GELU as the erf (or tanh) formula and Mish (opset < 18) as
+    x*Tanh(Softplus(x)): no rectifier node is left, and NASWOT used to refuse the model. It reads the sign of each
+    decomposed activation's input, so the score equals NASWOT on the original module's nn.SiLU/GELU/Mish."""
+    import warnings
+
+    make = {"silu": nn.SiLU, "gelu": nn.GELU, "gelu_tanh": lambda: nn.GELU(approximate="tanh"), "mish": nn.Mish}
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), make[act](), nn.Conv2d(8, 8, 3, padding=1), make[act](),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)).eval()
+    path = tmp_path / f"{act}.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.randn(2, 3, 32, 32),), str(path), dynamo=False, opset_version=17,
+                          input_names=["x"], dynamic_axes={"x": {0: "batch"}})
+    from graphopt.frontends.onnx import load_onnx
+
+    g = load_onnx(str(path))
+    assert not {"gelu", "silu", "mish"} & {n.op for n in g.nodes}  # still decomposed in the IR
+    res = runner.invoke(app, ["score", str(path), "--proxy", "nwot", "--batch", str(BATCH), "--json"])
+    assert res.exit_code == 0, res.output
+    x, _ = demo_batch(BATCH, 0)
+    want = proxies.compute("nwot", net, x, seed=0)
+    assert close(json.loads(res.stdout)["nwot"], want.score)
+    assert len(proxies.compute("nwot", GraphProxyNet(g), x, seed=0).per_layer) == 2  # one code per activation

@@ -98,8 +98,10 @@ class NwotHooks:
 
     def result(self) -> ProxyResult:
         if not self.per_k:
-            raise ValueError("nwot: the model has no ReLU or other rectifier modules (GELU, SiLU, ...), so NASWOT "
-                             "is undefined")
+            raise ValueError("nwot: NASWOT reads which side of a rectifier's kink each unit is on, and this model "
+                             "has no rectifier: no ReLU-family activation and no GELU, SiLU, Mish, Hardswish or "
+                             "ELU-family one (as a module, an IR op, or the x*Sigmoid(x) / erf or tanh GELU formulas "
+                             "exporters write), so NASWOT is undefined for it")
         per = {k: float(np.linalg.slogdet(v)[1]) for k, v in self.per_k.items()}
         return ProxyResult(float(np.linalg.slogdet(self.total_k)[1]), per, additive=False)
 

@@ -19,7 +19,8 @@ nodes the proxies care about in modules of the matching torch type, each named a
 * ``batch_norm`` → a ``_BatchNorm`` subclass (``weight``, ``bias``, ``running_mean``, ``running_var``);
 * ``relu`` / ``leaky_relu`` → ``nn.ReLU`` / ``nn.LeakyReLU`` subclasses; ``global_avg_pool`` → an
   ``AdaptiveAvgPool`` subclass with output size 1; ``gelu``/``silu``/... → :class:`IRSmoothRectifier` (NASWOT's
-  codes in models without ReLU);
+  codes in models without ReLU); an exporter's decomposed GELU/SiLU/Mish (``x*Sigmoid(x)``, the erf or tanh GELU
+  formula) gets an extra :class:`IRSmoothRectifier` that only receives the activation's input;
 * any other node with parameter/buffer inputs → a generic module holding them; remaining nodes run inline.
 
 Graph constants of kind ``param`` become ``nn.Parameter``s (shared objects when a weight is used twice),
@@ -191,6 +192,19 @@ class IRSmoothRectifier(_NodeModule, nn.Module):
 _SMOOTH_RECTIFIER_OPS = frozenset({"gelu", "silu", "mish", "hard_swish", "elu", "celu", "selu"})
 
 
+def _activation_input(x: torch.Tensor) -> tuple:
+    """A probe's forward: nothing to compute, its forward hooks read ``x``."""
+    return ()
+
+
+def _decomposed_rectifiers(graph: Graph) -> dict[int, tuple[str, Value]]:
+    """``{id(root node): (activation, its input)}`` for GELU/SiLU/Mish written as primitives (x*Sigmoid(x), the
+    erf or tanh GELU formula): torch.onnx writes them so, and NASWOT needs their input's sign."""
+    from graphopt.passes.fuse_patterns import decomposed_activations
+
+    return {id(m.root): (act, m.bindings["x"]) for act, m in decomposed_activations(graph)}
+
+
 class IRNode(_NodeModule, nn.Module):
     __init__ = _blank_init
 
@@ -250,9 +264,14 @@ class GraphProxyNet(nn.Module):
             slot_of(v)
         folded = _foldable_transposes(graph)
         skip: set[int] = set(folded)  # nodes absorbed into a Linear layer (transposes, bias adds)
+        probes = _decomposed_rectifiers(graph)
         for node in graph.nodes:
-            if id(node) not in skip:
-                self._add_node(node, slot_of, taken, owners, folded, skip)
+            if id(node) in skip:
+                continue
+            act_x = probes.get(id(node))
+            if act_x is not None and id(act_x[1]) in env:
+                self._add_probe(node, *act_x, slot_of(act_x[1]), taken)
+            self._add_node(node, slot_of, taken, owners, folded, skip)
         self._output_slots: list[tuple[str, Any]] = []
         for v in graph.outputs:
             if v.is_const:
@@ -327,6 +346,17 @@ class GraphProxyNet(nn.Module):
         self.layers.add_module(name, mod)
         self.module_nodes[name] = node.name
         self._steps.append(_Step(name, None, [], {}, False, ins, outs))
+
+    def _add_probe(self, root: Node, act: str, x: Value, x_slot: int, taken: set[str]) -> None:
+        """An exporter's decomposed GELU/SiLU/Mish has no node whose input is the activation's input alone: an
+        IRSmoothRectifier that only receives that input, named after the pattern's root, shows it to NASWOT."""
+        name = _module_name(f"{root.name or root.op}_{act}", taken)
+        mod = IRSmoothRectifier()
+        mod._setup(root.name, _activation_input, [("dyn", None)], {}, False)
+        mod._root.append(self)
+        self.layers.add_module(name, mod)
+        self.module_nodes[name] = root.name
+        self._steps.append(_Step(name, None, [], {}, False, [x_slot], []))
 
     def _classify(self, node: Node, eff: list[Value | None], held: list[int], via_t: set[int]
                   ) -> tuple[type | None, dict[int, str], set[int]]:
