@@ -45,6 +45,9 @@ class Pass:
     requires: tuple[str, ...] = ()
     semantics_preserving: bool = True
     options: dict[str, Any] = field(default_factory=dict)
+    #: ONNX op types the pass introduces that its input did not need (a target pipeline leaves the pass out when
+    #: the target does not accept one of them, since no legalizer turns them back)
+    emits: tuple[str, ...] = ()
 
     def __call__(self, graph: Graph, **options: Any) -> dict[str, int]:
         check_requirements(self, graph)
@@ -59,7 +62,7 @@ class Pass:
 
     def with_options(self, **options: Any) -> Pass:
         return Pass(self.name, self.description, self.fn, self.requires, self.semantics_preserving,
-                    {**self.options, **options})
+                    {**self.options, **options}, self.emits)
 
 
 def normalize_changes(res: Any) -> dict[str, int]:
@@ -80,19 +83,21 @@ _loaded_entry_points = False
 
 
 def graph_pass(name: str, description: str = "", *, requires: tuple[str, ...] | list[str] = (),
-               semantics_preserving: bool = True, replace: bool = False) -> Callable[[PassFn], PassFn]:
+               semantics_preserving: bool = True, replace: bool = False,
+               emits: tuple[str, ...] | list[str] = ()) -> Callable[[PassFn], PassFn]:
     """Register ``fn(graph, **options)`` as a pass named ``name``.
 
     ``requires``: ``"static_shapes"`` (every dim known: run ``specialize-shapes`` or pass ``--input-shape``
     first) and/or ``"no_choices"`` (no unresolved supernet choice points). ``semantics_preserving=False``
     marks passes (mutations, architecture edits) that the numeric check must not hold to the original.
+    ``emits``: ONNX op types the pass introduces (see :attr:`Pass.emits`).
     """
 
     def deco(fn: PassFn) -> PassFn:
         if name in _PASSES and not replace and _PASSES[name].fn is not fn:
             raise PassError(f"a pass named {name!r} is already registered ({_PASSES[name].fn.__module__})")
         desc = description or (inspect.getdoc(fn) or "").split("\n")[0]
-        _PASSES[name] = Pass(name, desc, fn, tuple(requires), semantics_preserving)
+        _PASSES[name] = Pass(name, desc, fn, tuple(requires), semantics_preserving, emits=tuple(emits))
         fn.graphopt_pass = _PASSES[name]  # type: ignore[attr-defined]
         return fn
 

@@ -681,7 +681,7 @@ def fold_head_split(graph: Graph) -> dict[str, int]:
 
 
 @graph_pass("fold-head-merge", "Transpose -> Reshape (attention head merge) -> MatMul(W) -> MatMul with per-head "
-                               "weights + ReduceSum over heads")
+                               "weights + ReduceSum over heads", emits=("MatMul", "ReduceSum"))
 def fold_head_merge(graph: Graph) -> dict[str, int]:
     """Why: the attention output ``[.., H, S, D]`` is merged back to ``[.., S, H*D]`` by Transpose + Reshape only
     to be multiplied by the output projection ``W [H*D, N]``. Since ``concat_h(Y_h) @ W = sum_h Y_h @ W_h``, a

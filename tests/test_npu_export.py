@@ -521,3 +521,98 @@ def test_prime_conv1d_stride_is_legalized_as_a_polyphase_conv(tmp_path, k, strid
 def _ints_attr(n, key):
     v = n.attrs.get(key)
     return None if v is None else [int(a) for a in v]
+
+
+class _MeanHeadCNN(nn.Module):
+    """Conv-BN-ReLU stem and a ``x.mean((2, 3))`` head, which torch.onnx writes as ReduceMean(axes=[2, 3]) (torchvision
+    ResNet-18's head in the dynamo exporter, timm's heads)."""
+
+    def __init__(self, keepdim: bool) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.keepdim = keepdim
+        self.c1, self.bn = nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16)
+        self.c2, self.fc = nn.Conv2d(16, 16, 3, stride=2, padding=1), nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.c2(torch.relu(self.bn(self.c1(x)))))
+        return self.fc(torch.flatten(x.mean((2, 3), keepdim=self.keepdim), 1))
+
+
+@pytest.mark.parametrize(("target", "keepdim"), [("ethos-u55-like", True), ("ethos-u55-like", False),
+                                                 ("edgetpu-like", True), ("generic-npu-int8", False)])
+def test_spatial_reduce_mean_head_becomes_global_average_pool_and_quantizes(tmp_path, target, keepdim):
+    """ReduceMean over H, W is allowed by every profile but onnxruntime's quantizer leaves it in float, which
+    only showed after quantization (float_fallback: ethos-u55-like and edgetpu-like refused the model). It is
+    now GlobalAveragePool (+ Reshape without keepdims) before quantization: exact in fp32, int8 with no island."""
+    src = tmp_path / "mean_head.onnx"
+    net = _MeanHeadCNN(keepdim).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.randn(1, 3, 32, 32),), str(src), opset_version=17, dynamo=False)
+    assert "ReduceMean" in {n.op_type for n in onnx.load(str(src)).graph.node}
+    out = tmp_path / "npu.onnx"
+    r = runner.invoke(app, ["export", str(src), "-o", str(out), "--target", target, "--calib", "cifar10-demo",
+                            "--calib-samples", "32", "--eval-samples", "64", "--latency-runs", "0"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(report_paths(out)[1].read_text())
+    assert doc["violations"] == [] and doc["quantization"]["float_islands"] == []
+    assert "reduce-mean-gap" in {w["legalizer"] for w in doc["rewrites"]}
+    assert doc["fp32"]["ok"] and doc["fp32"]["max_abs_err"] < 1e-5  # the rewrite is exact
+    hist = Counter(n.op_type for n in onnx.load(str(out)).graph.node)
+    assert "ReduceMean" not in hist and hist["GlobalAveragePool"] == 1
+    # the int8 model follows the fp32 PyTorch model: same top-1 on real images, logits within a few int8 steps
+    from graphopt.compare import run_model
+    from graphopt.frontends.onnx import load_onnx
+    from graphopt.npu.quantize import load_calibration
+
+    g = load_onnx(str(src))
+    xs = [f[g.inputs[0].name] for f in load_calibration("cifar10-demo", g, n=64).feeds]  # each (1, 3, 32, 32)
+    with torch.no_grad():
+        want = net(torch.from_numpy(np.concatenate(xs))).numpy()
+    got = np.concatenate([run_model(str(out), [x])[0] for x in xs])
+    assert (got.argmax(1) == want.argmax(1)).mean() >= 0.9
+    assert np.abs(got - want).max() < 0.1 * np.abs(want).max()
+
+
+class _Attention(nn.Module):
+    """One self-attention block: the head merge (Transpose, Reshape) before the output projection is what
+    fold-head-merge rewrites into a per-head MatMul + ReduceSum."""
+
+    def __init__(self, d: int = 32, h: int = 4) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.h, self.qkv, self.proj = h, nn.Linear(d, 3 * d), nn.Linear(d, d)
+
+    def forward(self, x):
+        b, s, d = x.shape
+        q, k, v = self.qkv(x).reshape(b, s, 3, self.h, d // self.h).permute(2, 0, 3, 1, 4)
+        a = torch.softmax(q @ k.transpose(-2, -1) * (d // self.h) ** -0.5, -1)
+        return self.proj((a @ v).transpose(1, 2).reshape(b, s, d))
+
+
+def test_target_pipeline_leaves_out_fusions_into_ops_the_target_refuses(tmp_path):
+    """fold-head-merge's per-head MatMul + ReduceSum has no legalizer back, so ethos-u55-like (neither op) reported
+    both; its pipeline now skips the fusion and the projection legalizes to a Gemm. Without a target, and on
+    generic-npu-int8 (which allows both), the fusion still runs."""
+    src = tmp_path / "attn.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_Attention().eval(), (torch.randn(1, 8, 32),), str(src), opset_version=17, dynamo=False)
+
+    def head_merges(rep) -> int:
+        return sum(p["changes"].get("head-merge", 0) for p in rep.passes if p["name"] == "fold-head-merge")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # random calibration
+        rep = export_model(src, tmp_path / "ethos.onnx", target="ethos-u55-like", calib="random", latency_runs=0,
+                           allow_violations=True)
+    assert rep.fp32["ok"] and head_merges(rep) == 0
+    assert not {v["op"] for v in rep.violations} & {"ReduceSum"}
+    assert not [v for v in rep.violations if v["node"].startswith("/proj/")]  # the projection is a Gemm now
+    assert "ReduceSum" not in rep.ops_after
+    assert head_merges(export_model(src, tmp_path / "fp32.onnx", latency_runs=0)) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert head_merges(export_model(src, tmp_path / "gen.onnx", target="generic-npu-int8", calib="random",
+                                        latency_runs=0)) == 1

@@ -66,6 +66,18 @@ def onnx_type(op: str) -> str:
     return name.rpartition(".")[2] if name else op
 
 
+def accepts(profile: Profile, onnx_op: str) -> bool:
+    """Whether ``profile``'s target runs ``onnx_op``: listed, and on targets that refuse host fallbacks also an op
+    onnxruntime's quantizer quantizes (others stay float)."""
+    if not profile.allows(onnx_op):
+        return False
+    if profile.quantized and profile.float_fallback == "error":
+        from .quantize import quantizer_ops
+
+        return onnx_op in quantizer_ops()
+    return True
+
+
 # -------------------------------------------------------------------------------------------------- checking
 def _shape(v: Value | None) -> tuple | None:
     return None if v is None or v.type is None else v.type.shape
@@ -320,6 +332,9 @@ class Legalizer:
     approximate: bool = False
     #: also tried on nodes whose only violations are tensor rules of their outputs (rank, effective rank)
     values: bool = False
+    #: also tried, on quantized targets, on an allowed node whose op the quantizer leaves in float (a host
+    #: fallback found only after quantization), when every op it emits is one the quantizer quantizes
+    float_fallback: bool = False
 
 
 def _decomp(fn: Callable[[Any, Node], Value | None], rule: str) -> Callable[[Graph, Node], bool]:
@@ -463,7 +478,20 @@ def _global_as_avgpool_build(b, n: Node) -> Value | None:
 def _reduce_mean_as_global(n: Node) -> bool:
     xs = _static(n.inputs[0])
     axes = _acted_axes(n, len(xs)) if xs is not None else None
-    return xs is not None and axes == list(range(2, len(xs))) and int(n.attrs.get("keepdims", 1)) == 1
+    return xs is not None and len(xs) >= 3 and axes == list(range(2, len(xs)))
+
+
+def _reduce_mean_gap_emits(n: Node) -> tuple[str, ...]:
+    return ("GlobalAveragePool",) if int(n.attrs.get("keepdims", 1)) else ("GlobalAveragePool", "Reshape")
+
+
+def _reduce_mean_gap_build(b, n: Node) -> Value | None:
+    """The mean over every spatial axis (``x.mean((2, 3))``) is GlobalAveragePool, reshaped to (N, C) without
+    keepdims. Exact."""
+    gap = b.global_avg_pool(n.inputs[0])
+    if int(n.attrs.get("keepdims", 1)):
+        return gap
+    return b.reshape(gap, b.const(np.asarray(_static(n.inputs[0])[:2], dtype=np.int64), name=f"{b.hint}_shape"))
 
 
 def _matmul_as_gemm_build(b, n: Node) -> Value | None:
@@ -975,8 +1003,8 @@ def legalizers(profile: Profile) -> dict[str, list[Legalizer]]:
             Legalizer("gap-reduce-mean", ("ReduceMean",), _decomp(_global_pool_build, "legalize-global-pool")),
             Legalizer("gap-avg-pool", ("AveragePool",), _decomp(_global_as_avgpool_build, "legalize-global-pool")),
         ],
-        "reduce_mean": [Legalizer("reduce-mean-gap", ("GlobalAveragePool",), _decomp(
-            lambda b, n: b.global_avg_pool(n.inputs[0]), "legalize-reduce-mean"), _reduce_mean_as_global)],
+        "reduce_mean": [Legalizer("reduce-mean-gap", _reduce_mean_gap_emits, _decomp(
+            _reduce_mean_gap_build, "legalize-reduce-mean"), _reduce_mean_as_global, float_fallback=True)],
         "avg_pool": [Legalizer("pool-global", ("GlobalAveragePool",), _decomp(_pool_global_build, "legalize-pool"))],
         "max_pool": [Legalizer("pool-global", ("GlobalMaxPool",), _decomp(_pool_global_build, "legalize-pool"))],
         "flatten": [Legalizer("flatten-reshape", ("Reshape",), _decomp(_squeeze_as_reshape_build,
@@ -1021,6 +1049,11 @@ def legalize(graph: Graph, profile: Profile, *, max_rounds: int = 6) -> Legalize
     """Rewrite ``graph`` in place toward ``profile``; returns the rewrites done and the violations left."""
     res = LegalizeResult(graph)
     table = legalizers(profile)
+    quantized_ops: frozenset[str] = frozenset()
+    if profile.quantized:
+        from .quantize import quantizer_ops
+
+        quantized_ops = quantizer_ops()
     for _ in range(max_rounds):
         changed = False
         bad_outputs = {v.node for v in value_violations(graph, profile)}
@@ -1028,13 +1061,18 @@ def legalize(graph: Graph, profile: Profile, *, max_rounds: int = 6) -> Legalize
             if node.graph is not graph:
                 continue
             op_level = bool(node_violations(node, profile))
-            if not op_level and node.name not in bad_outputs:
+            value_level = node.name in bad_outputs
+            falls_back = profile.quantized and onnx_type(node.op) not in quantized_ops
+            if not (op_level or value_level or falls_back):
                 continue
             for cand in table.get(node.op, []):
-                if not op_level and not cand.values:
+                fallback_only = not op_level and not (value_level and cand.values)
+                if fallback_only and not (falls_back and cand.float_fallback):
                     continue
                 emits = cand.emits(node) if callable(cand.emits) else cand.emits
                 if not cand.applies(node) or not all(profile.allows(o) for o in emits):
+                    continue
+                if fallback_only and not all(o in quantized_ops for o in emits):
                     continue
                 name, op = node.name, onnx_type(node.op)
                 if cand.apply(graph, node):

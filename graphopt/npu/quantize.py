@@ -181,6 +181,15 @@ def _from_npz(p: Path, specs: list[tuple[str, TensorType]], n: int) -> CalibData
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile", "distribution")
 
 
+def quantizer_ops() -> frozenset[str]:
+    """The ONNX op types :func:`quantize_qdq` quantizes: onnxruntime's default for ``quantize_static`` (its QDQ and
+    QLinear registries). Any other op stays in float after quantization, so legalization rewrites it first where
+    an exact form made of these ops exists (ReduceMean over H, W -> GlobalAveragePool)."""
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    return frozenset(QDQRegistry) | frozenset(QLinearOpsRegistry)
+
+
 def quantize_qdq(model: Any, calib: CalibData, profile: Profile, *, max_calib: int = 512,
                  method: str = "entropy", percentile: float = 99.999, float_outputs: bool = True,
                  bias_correction: bool = False) -> Any:
