@@ -165,16 +165,27 @@ def test_short_train_inherit_mode_decides_whether_weights_are_written_back(inher
         assert "stem.0.weight" in changed and "head.weight" in changed
 
 
-def test_fixed_batch_model_and_corrupt_file_are_refused_and_leave_nothing(tmp_path):
-    """A model exported at a fixed batch size would fail deep inside training (its reshapes are traced at that
-    batch); optimize says so up front. Neither it nor a corrupt file leaves a run folder or outputs."""
+def test_fixed_batch_model_is_optimized_and_keeps_its_input_shape(tmp_path):
+    """A model exported at a fixed batch (torch.onnx's default) is relaxed to a symbolic batch for the search and
+    best.onnx keeps the caller's fixed input shape, with the preprocessing it expects in its metadata."""
     torch.manual_seed(0)
     g = from_torch(SmallNet().eval(), (torch.randn(2, 3, 32, 32),))  # static batch 2
     fixed = tmp_path / "fixed.onnx"
     to_onnx(g, path=fixed)
-    r = _run([str(fixed), "-o", str(tmp_path / "out"), *SMALL], tmp_path)
-    assert r.returncode == 2, r.stdout + r.stderr
-    assert "batch size is fixed at 2" in r.stderr and "dynamic_batch=True" in r.stderr and "Traceback" not in r.stderr
+    out = tmp_path / "out"
+    r = _run([str(fixed), "-o", str(out), "--budget", "25s", "--iterations", "1", *SMALL], tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "batch fixed at 2" in r.stdout + r.stderr
+    import onnx
+
+    m = onnx.load(out / "best.onnx")
+    assert [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim] == [2, 3, 32, 32]
+    meta = {p.key: p.value for p in m.metadata_props}
+    pre = json.loads(meta["graphopt.preprocess"])
+    assert pre["mean"] == pytest.approx([0.4914, 0.4822, 0.4465]) and pre["scale"] == "1/255"
+
+
+def test_corrupt_file_is_refused_and_leaves_nothing(tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not an onnx file")
     r = _run([str(bad), "-o", str(tmp_path / "out")], tmp_path)
@@ -236,24 +247,25 @@ def test_ponas_ranker_trains_only_the_mutants_its_screen_picks(model_file, tmp_p
     assert "PO-NAS screen" in (out / "report.html").read_text()
 
 
-def test_final_training_is_shortened_to_what_the_measured_search_leaves():
+def test_final_training_is_fitted_to_what_the_measured_search_leaves():
     """The final epochs follow the fine-tunes' measured speed (median), not only the pre-search estimate."""
-    from types import SimpleNamespace
+    from graphopt.search.autogo import BudgetPlanner
 
-    from graphopt.search.autogo import OptimizeConfig, _TrainClock
-
-    splits = SimpleNamespace(train=range(6400), val=range(1000), test=range(2000))
-    clock = _TrainClock(SimpleNamespace(splits=splits, cfg=OptimizeConfig(batch_size=64)))
-    assert clock.model_seconds(1.0) is None and clock.epochs_that_fit(10.0, 2, 2.0) == 2.0  # nothing measured
-    clock.observe({"score": 0.5})  # a proxy/psc score carries no timing
-    assert clock.model_seconds(1.0) is None
+    p = BudgetPlanner(budget=1000.0, start=0.0, final_epochs=2.0, steps_per_epoch=100, n_val=1000, n_test=2000)
+    p.step_s_prior = 0.01  # before the search: 1 s per epoch
+    assert p.final_plan(0.0, 2) == (2.0, pytest.approx((1000.0 - p._closing_s(2)) / 2))
+    p.observe({"score": 0.5}, seconds=1.0)  # a proxy/psc score carries no training time
+    assert p.epoch_seconds() == pytest.approx(1.0)
     for t in (4.0, 5.0, 40.0):  # 40 steps each: median 0.125 s/step; 2 s per 1,000 val images
-        clock.observe({"train_seconds": t, "steps": 40, "eval_seconds": 2.0})
-    # an epoch = 100 steps x 0.125 s = 12.5 s; the test evaluation 2 ms x 2,000 images = 4 s
-    assert clock.model_seconds(2.0) == pytest.approx(29.0)
-    assert clock.epochs_that_fit(100.0, 2, 2.0) == 2.0
-    assert clock.epochs_that_fit(30.0, 2, 2.0) == pytest.approx(0.88)  # (30/2 - 4) / 12.5
-    assert clock.epochs_that_fit(1.0, 2, 2.0) == 0.1
+        p.observe({"train_seconds": t, "steps": 40, "eval_seconds": 2.0}, seconds=t + 2.0)
+    # an epoch = 100 steps x 0.125 s = 12.5 s; validating a finalist 2 s, testing a model 4 s
+    assert p.epoch_seconds() == pytest.approx(12.5)
+    assert p.model_seconds(2.0) == pytest.approx(27.0)
+    closing = 2 * 2.0 + 2 * 4.0 + 0.02 * 1000.0
+    assert p._closing_s(2) == pytest.approx(closing)
+    epochs, seconds = p.final_plan(1000.0 - closing - 2 * 10.0, 2)  # 10 s per finalist left
+    assert seconds == pytest.approx(10.0) and epochs == pytest.approx(0.8)  # 10 / 12.5
+    assert p.final_plan(1000.0, 2) == (0.0, 0.0)
 
 
 def test_a_seed_scored_at_chance_level_gets_a_warning_naming_the_fix():
@@ -311,7 +323,7 @@ def test_a_search_that_finds_nothing_says_why(tmp_path):
     text = " ".join((r.stdout + r.stderr).split())
     assert "no candidate besides the original" in text and ("--cost-window" in text or "--budget" in text)
     # lengthening depends on the measured speed (a loaded machine leaves no time to grow): not asserted here
-    assert "final training shortened to" in text
+    assert "epochs fit what the budget leaves" in text  # 40 final epochs do not fit 20 s
     assert (tmp_path / "out" / "best.onnx").exists()
 
 

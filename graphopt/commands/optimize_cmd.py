@@ -20,10 +20,14 @@ def register(app: typer.Typer) -> None:
          "accuracy against the NPU profile's latency estimate"),
         ("graphopt optimize model.onnx --ranker proxy:nwot --budget 5m -o out/",
          "rank mutants by a zero-cost proxy instead of fine-tuning them"),
+        ("graphopt optimize model.onnx --recipe scratch -o out/",
+         "retrain every candidate from scratch (the AutoGO paper's protocol)"),
+        ("graphopt optimize model.onnx --device cuda --budget 1h -o out/", "train candidates on a GPU"),
         ("graphopt optimize model.onnx --resume 20261206-153000-ab12cd", "continue a killed run"),
     ))
     @user_errors
     def optimize(
+        ctx: typer.Context,
         model: ModelArg,
         output: Annotated[Path, typer.Option("-o", "--output", help="Output folder: best.onnx, best.pt, best.py, "
                                                                     "pareto.json, report.html.")] = Path("out"),
@@ -43,7 +47,20 @@ def register(app: typer.Typer) -> None:
                                                  "(a zero-cost proxy, e.g. proxy:nwot; no training).")] = "train",
         ponas_oversample: Annotated[int, typer.Option(help="--ranker ponas: mutants proposed per mutant "
                                                            "trained.")] = 3,
-        iterations: Annotated[int, typer.Option(help="Evolution iterations.")] = 5,
+        recipe: Annotated[str, typer.Option(help="distill (default: a trained model's weights are kept; each "
+                                                 "replaced segment first learns to reproduce the original's "
+                                                 "activations, then the network fine-tunes against the "
+                                                 "original's logits), finetune (inherited weights, labels only) "
+                                                 "or scratch (every candidate re-initialised, the AutoGO paper's "
+                                                 "protocol).")] = "distill",
+        lr: Annotated[float | None, typer.Option(help="Fine-tune learning rate (SGD); default per recipe: distill "
+                                                      "0.01, finetune 0.02, scratch 0.05. Lower it if training "
+                                                      "diverges.")] = None,
+        distill_steps: Annotated[int, typer.Option(help="--recipe distill: segment-local distillation steps per "
+                                                        "candidate (x4 for the finalists).")] = 60,
+        device: Annotated[str, typer.Option(help="auto (a CUDA GPU when PyTorch sees one), cpu or cuda.")] = "auto",
+        iterations: Annotated[int | None, typer.Option(help="Evolution iterations (default: as many as the "
+                                                            "budget allows).")] = None,
         parents: Annotated[int, typer.Option(help="Parents per iteration (grid-sampled from the front).")] = 4,
         mutants: Annotated[int, typer.Option(help="Mutants per parent.")] = 2,
         cost_window: Annotated[float, typer.Option(help="Keep mutants with cost ≤ this × the original's.")] = 1.10,
@@ -53,8 +70,12 @@ def register(app: typer.Typer) -> None:
                                                   "weights (comparable scores); trained: children continue from "
                                                   "their parent's fine-tuned weights.")] = "seed",
         final_k: Annotated[int, typer.Option(help="Pareto candidates retrained at the end.")] = 3,
-        final_epochs: Annotated[int, typer.Option(help="Epochs of the identical final recipe.")] = 2,
+        final_epochs: Annotated[float, typer.Option(help="Epochs of the identical final recipe (fewer if the "
+                                                         "budget ends first).")] = 2,
         train_size: Annotated[int | None, typer.Option(help="Use only this many training images.")] = None,
+        val_fraction: Annotated[float, typer.Option(help="Share of each class of the training data held out as "
+                                                         "the validation split that every selection reads.")]
+        = 0.1,
         segments: Annotated[Path | None, typer.Option(help="Segment database (default: the shipped one).")] = None,
         seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
         resume: Annotated[str | None, typer.Option(help="Resume a run: its id or folder under graphopt-runs/.")]
@@ -64,8 +85,16 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Optimize a model with AutoGO: mutate segments, keep the accuracy/cost Pareto front, retrain the best.
 
+        A trained model in, a cheaper model of the same accuracy out. Candidates are scored and picked on a
+        validation split carved from the training data (10% per class); the test split is evaluated once, for
+        the original and the pick, and both are printed. The original gets the same final fine-tune as the
+        candidates. A model exported with a fixed batch (torch.onnx's default) is relaxed to a symbolic batch,
+        checked per sample, and best.onnx keeps the fixed input shape. The budget covers everything (search,
+        final training, outputs).
+
         Every scored candidate is committed to graphopt-runs/RUN/runs.sqlite at once; Ctrl-C or a kill leaves a
-        run that --resume RUN continues without re-scoring anything.
+        run that --resume RUN continues without re-scoring anything (the run's saved settings are used; a
+        differing setting given with --resume is refused).
         """
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -85,26 +114,40 @@ def register(app: typer.Typer) -> None:
                              cost_window=(0.0, cost_window), score_steps=score_steps, inherit=inherit, final_k=final_k,
                              final_epochs=final_epochs, train_size=train_size, seed=seed,
                              segments_db=str(segments) if segments else None, target=target,
-                             ponas_oversample=ponas_oversample)
+                             ponas_oversample=ponas_oversample, recipe=recipe, lr=lr, distill_steps=distill_steps,
+                             device=device, val_fraction=val_fraction)
         if resume:
             cfg_file = run_dir / "config.json"
             if cfg_file.exists():
                 saved = json.loads(cfg_file.read_text())
                 saved["cost_window"] = tuple(saved["cost_window"])
                 saved.setdefault("inherit", "trained")  # runs saved before the option existed wrote weights back
-                cfg = OptimizeConfig(**saved)  # the run's own settings win, so resumed work stays comparable
+                saved.setdefault("recipe", "finetune")  # runs saved before recipes existed fine-tuned on labels
+                given = _explicit_options(ctx)
+                # the run's own settings win, so resumed work stays comparable; say so rather than ignore a flag
+                clash = [f"--{k.replace('_', '-')} {getattr(cfg, k)!r} (the run has {saved[k]!r})"
+                         for k in given if k in saved and _norm(saved[k]) != _norm(getattr(cfg, k))]
+                if clash:
+                    raise GraphoptError(f"--resume {resume}: a resumed run keeps the settings it started with; "
+                                        f"{'; '.join(clash)}. Drop these options, or start a new run")
+                cfg = OptimizeConfig(**{k: v for k, v in saved.items() if k in OptimizeConfig.__dataclass_fields__})
+                console.print(f"resuming {run_dir.name} with its saved settings (config.json)")
         else:
             run_dir = Path("graphopt-runs") / new_run_id()
         g = load_for_cli(model, input_shape)  # a bad model file fails here, before anything is written
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
                       TimeElapsedColumn(), console=console, transient=False) as prog:
-            task = prog.add_task("search", total=cfg.iterations, info="scoring the original model")
+            import time
+
+            t0 = time.monotonic()
+            task = prog.add_task("budget", total=cfg.budget_seconds, info="scoring the original model")
 
             def progress(ev: dict) -> None:
                 front = ev.get("front", [])
                 best = max((s for s, _ in front), default=float("nan"))
-                prog.update(task, completed=ev["iteration"], info=f"{ev['scored']} scored, front {len(front)}, "
-                                                                   f"best score {best:.4f}")
+                prog.update(task, completed=min(cfg.budget_seconds, time.monotonic() - t0),
+                            info=f"iteration {ev['iteration'] + 1}: {ev['scored']} scored, front {len(front)}, "
+                                 f"best score {best:.4f}")
 
             try:
                 res = run_optimize(g, output, cfg, run_dir=run_dir, progress=progress,
@@ -112,11 +155,28 @@ def register(app: typer.Typer) -> None:
             except KeyboardInterrupt:
                 console.print(f"interrupted; finished candidates are saved. Continue with --resume {run_dir.name}")
                 raise typer.Exit(130) from None
-            prog.update(task, completed=cfg.iterations)
+            prog.update(task, completed=cfg.budget_seconds)
         for k, v in res["summary"].items():
             out.print(f"{k}: {v}", markup=False)
         for f in res["files"]:
             out.print(f"wrote {f}")
+
+
+#: CLI option name -> OptimizeConfig field, where they differ
+_FIELD = {"parents": "parents_per_iter", "mutants": "mutants_per_parent", "budget": "budget_seconds",
+          "segments": "segments_db"}
+
+
+def _explicit_options(ctx: typer.Context) -> list[str]:
+    """OptimizeConfig fields whose option the user typed on the command line (not left at its default)."""
+    from click.core import ParameterSource
+
+    names = [n for n in ctx.params if ctx.get_parameter_source(n) == ParameterSource.COMMANDLINE]
+    return [_FIELD.get(n, n) for n in names if n not in ("model", "output", "resume", "input_shape")]
+
+
+def _norm(v: object) -> object:
+    return list(v) if isinstance(v, tuple | list) else v
 
 
 def _run_dir(resume: str | None) -> Path:

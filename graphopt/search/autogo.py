@@ -50,12 +50,13 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..errors import GraphoptError
 from ..ir.graph import Graph
 from ..ir.serialize import atomic_write_bytes
 from .evolution import Candidate, EvolutionConfig, ParetoEvolution, pareto_front
@@ -64,46 +65,78 @@ from .evolution import Candidate, EvolutionConfig, ParetoEvolution, pareto_front
 @dataclass
 class OptimizeConfig:
     data: str = "cifar10-demo"
-    objective: str = "flops"  # flops | latency
+    objective: str = "flops"  # flops | latency | npu
     ranker: str = "train"  # train | tse | psc | ponas | proxy:<name>
+    recipe: str = "distill"  # distill | finetune | scratch: how a candidate's weights are trained (module docstring)
     budget_seconds: float = 300.0
-    iterations: int = 5
+    iterations: int | None = None  # None: as many as the budget allows
     parents_per_iter: int = 4
     mutants_per_parent: int = 2
     cost_window: tuple[float, float] = (0.0, 1.10)
     score_steps: int = 40
+    distill_steps: int = 60  # recipe distill: segment-local distillation steps before a candidate's fine-tune
     inherit: str = "seed"  # seed | trained: what a candidate's weights start from (see the module docstring)
     batch_size: int = 64
-    lr: float = 0.02
+    lr: float | None = None  # None: the recipe's default (RECIPE_LR)
     train_size: int | None = None
+    val_fraction: float = 0.1  # of the training data, per class, seeded by ``seed``: every selection reads it
     final_k: int = 3
-    final_epochs: int = 2
+    final_epochs: float = 2
     seed: int = 0
     segments_db: str | None = None
     target: str | None = None  # NPU profile for objective "npu" (analytic latency, graphopt.npu.latency)
     ponas_oversample: int = 3  # ranker "ponas": proposals per trained mutant
+    device: str = "auto"  # auto | cpu | cuda: where candidates train
 
     def __post_init__(self) -> None:
         # checked here, not in optimize(): the CLI writes the run's config.json before the search starts
         if self.inherit not in ("seed", "trained"):
-            from ..errors import GraphoptError
-
             raise GraphoptError(f"inherit={self.inherit!r}: choose 'seed' (equal training per candidate) or "
                                 f"'trained'")
+        if self.recipe not in RECIPE_LR:
+            raise GraphoptError(f"recipe={self.recipe!r}: choose distill (keep what the model learned: the default "
+                                f"for a trained model), finetune (inherit weights, plain fine-tune) or scratch "
+                                f"(re-initialise every candidate, the AutoGO paper's protocol)")
         check_ranker(self.ranker)
+        resolve_device(self.device)
         if self.ponas_oversample < 1:
-            from ..errors import GraphoptError
-
             raise GraphoptError(f"ponas_oversample={self.ponas_oversample}: must be >= 1")
+        if self.lr is not None and not 0 < self.lr < 10:
+            raise GraphoptError(f"lr={self.lr}: must be a positive learning rate (e.g. 0.01)")
+        if not 0 < self.val_fraction < 1:
+            raise GraphoptError(f"val_fraction={self.val_fraction}: must be in (0, 1)")
+
+    @property
+    def resolved_lr(self) -> float:
+        return self.lr if self.lr is not None else RECIPE_LR[self.recipe]
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
+#: the fine-tune learning rate of each recipe (SGD, Nesterov momentum 0.9): a trained model is fine-tuned gently
+#: (0.01, a tenth of the CIFAR ResNet recipe's peak); a re-initialised one needs the full rate
+RECIPE_LR = {"distill": 0.01, "finetune": 0.02, "scratch": 0.05}
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` → ``cuda`` when PyTorch sees a GPU, else ``cpu``; ``cuda`` without one is a user error."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise GraphoptError(f"--device {device}: PyTorch sees no CUDA GPU here (torch {torch.__version__}); "
+                                f"use --device cpu or auto")
+        return device
+    raise GraphoptError(f"--device {device!r}: choose auto, cpu or cuda")
+
+
 def check_ranker(ranker: str) -> None:
     """Raise a :class:`GraphoptError` naming the valid choices unless ``ranker`` is one of them."""
-    from ..errors import GraphoptError
-
     if ranker in ("train", "tse", "psc", "ponas"):
         return
     if ranker.startswith("proxy:"):
@@ -210,66 +243,138 @@ def _cost_fn(objective: str, target: str | None = None) -> Callable[[Graph], flo
     raise GraphoptError(f"--objective accuracy,{objective}: the cost is 'flops', 'latency' or 'npu'")
 
 
-def _write_back(graph: Graph, module) -> None:
-    """Copy trained tensors back into the graph's constants (so children inherit them)."""
-    for k, t in module.state_dict().items():
-        v = graph.constants.get(k)
-        if v is not None and tuple(v.const.shape) == tuple(t.shape):
-            v.const = t.detach().cpu().numpy().copy()
+def reinitialize(graph: Graph, seed: int) -> None:
+    """Fresh weights for every parameter and normalization buffer of ``graph`` (in place), as a new network gets
+    them: the ``scratch`` recipe's start (the AutoGO paper trains every candidate from scratch)."""
+    from graphopt.ir.registry import get_op
+    from graphopt.passes.autogo.resolution import fresh_param
+
+    rng = np.random.default_rng(seed)
+    done: set[int] = set()
+    for n in graph.nodes:
+        op = get_op(n.op)
+        for j, v in enumerate(n.inputs):
+            if v is None or not v.is_const or v.kind == "const" or id(v) in done or v.const is None:
+                continue
+            arr = np.asarray(v.const)
+            if not np.issubdtype(arr.dtype, np.floating):
+                continue
+            done.add(id(v))
+            v.const = fresh_param(n.op, op.input_spec(j).name, tuple(arr.shape), arr.dtype, rng, dict(n.attrs))
 
 
 class Trainer:
-    """Short fine-tuning used as the ranker, and the final identical-recipe training."""
+    """The short fine-tune that scores a candidate, and the final identical-recipe training.
 
-    def __init__(self, splits, cfg: OptimizeConfig) -> None:
+    ``recipe`` (:class:`OptimizeConfig`): ``distill`` first trains the candidate's replaced segments to reproduce
+    the ``teacher``'s activations (:func:`graphopt.eval.distill.distill_regions`), then fine-tunes the whole
+    network with the teacher's logits as soft targets; ``finetune`` fine-tunes the inherited weights on labels
+    alone; ``scratch`` re-initialises every weight first. Training runs on ``cfg.device``.
+    """
+
+    def __init__(self, splits, cfg: OptimizeConfig, teacher: Graph | None = None) -> None:
         self.splits = splits
         self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        # a copy: the final training writes weights into the candidates' graphs, the original's among them
+        self.teacher_graph = teacher.copy() if teacher is not None and cfg.recipe == "distill" else None
+        self._teacher = None
+
+    def teacher(self):  # noqa: ANN201 - nn.Module or None
+        if self.teacher_graph is None:
+            return None
+        if self._teacher is None:
+            from ..backends.torch import to_torch
+
+            self._teacher = to_torch(self.teacher_graph).eval().requires_grad_(False)
+        return self._teacher
+
+    def _prepare(self, graph: Graph, distill_steps: int,
+                 seconds: float | None = None) -> tuple[Graph, dict[str, Any]]:
+        """The graph to train (``graph`` itself when children inherit trained weights, else a copy) and what the
+        recipe did to it first."""
+        work = graph if self.cfg.inherit == "trained" and self.cfg.recipe != "scratch" else graph.copy()
+        if self.cfg.recipe == "scratch":
+            reinitialize(work, self.cfg.seed)
+            return work, {}
+        if self.teacher_graph is None or distill_steps <= 0:
+            return work, {}
+        from ..eval.distill import distill_regions
+
+        rep = distill_regions(self.teacher_graph, work, self.splits.train, steps=distill_steps,
+                              batch_size=self.cfg.batch_size, seed=self.cfg.seed, device=self.device, seconds=seconds)
+        return work, {"distill": rep.to_dict()}
+
+    def _config(self, **kw: Any):  # noqa: ANN202 - TrainConfig
+        from ..eval.train import TrainConfig
+
+        return TrainConfig(batch_size=self.cfg.batch_size, lr=self.cfg.resolved_lr, seed=self.cfg.seed, augment=True,
+                           device=self.device, grad_clip=5.0, **kw)
 
     def short_train(self, graph: Graph) -> dict[str, Any]:
         from ..backends.torch import to_torch
-        from ..eval.train import TrainConfig, evaluate, primary_metric, train_model
+        from ..eval.distill import write_back
+        from ..eval.train import evaluate, primary_metric, train_model
 
-        m = to_torch(graph)
-        tc = TrainConfig(steps=self.cfg.score_steps, batch_size=self.cfg.batch_size, lr=self.cfg.lr,
-                         schedule="constant", seed=self.cfg.seed, augment=True, eval_every=0)
-        res = train_model(m, self.splits.train, tc)
+        t_start = time.perf_counter()
+        work, extra = self._prepare(graph, self.cfg.distill_steps)
+        m = to_torch(work)
+        res = train_model(m, self.splits.train, self._config(steps=self.cfg.score_steps, schedule="constant",
+                                                             eval_every=0), teacher=self.teacher())
         if res.status != "ok":
-            raise RuntimeError(f"training failed: {res.reason}")
+            raise RuntimeError(f"training failed: {res.reason} (lower --lr, now {self.cfg.resolved_lr:g})")
         t0 = time.perf_counter()
-        val = evaluate(m, self.splits.val, batch_size=256)
+        val = evaluate(m, self.splits.val, batch_size=256, device=self.device)
         eval_s = time.perf_counter() - t0
-        if self.cfg.inherit == "trained":
-            _write_back(graph, m)
+        if work is graph:
+            write_back(graph, m)
         losses = res.step_losses
         tail = losses[-max(1, len(losses) // 4):]
         acc = primary_metric(val, self.splits.info.task)  # accuracy; token accuracy / mIoU for other tasks
         return {"score": -float(np.mean(tail)) if self.cfg.ranker == "tse" else acc, "val_accuracy": acc,
-                "tse_e": float(np.sum(tail)), "train_seconds": res.train_time,
-                "steps": res.steps, "eval_seconds": eval_s}
+                "tse_e": float(np.sum(tail)), "train_seconds": res.train_time, "steps": res.steps,
+                "eval_seconds": eval_s, "candidate_seconds": time.perf_counter() - t_start, **extra}
 
     def step_seconds(self, graph: Graph, steps: int = 3) -> float:
         """Measured seconds per training step of ``graph`` (after one warm-up step), on a throwaway copy."""
         from ..backends.torch import to_torch
-        from ..eval.train import TrainConfig, train_model
+        from ..eval.train import train_model
 
         m = to_torch(graph.copy())
-        train_model(m, self.splits.train, TrainConfig(steps=1, batch_size=self.cfg.batch_size, eval_every=0,
-                                                      seed=self.cfg.seed))
-        res = train_model(m, self.splits.train, TrainConfig(steps=steps, batch_size=self.cfg.batch_size,
-                                                            eval_every=0, seed=self.cfg.seed))
+        train_model(m, self.splits.train, self._config(steps=1, eval_every=0))
+        res = train_model(m, self.splits.train, self._config(steps=steps, eval_every=0), teacher=self.teacher())
         return res.train_time / max(1, res.steps)
 
-    def final_train(self, graph: Graph, epochs: float | None = None) -> dict[str, Any]:
-        from ..backends.torch import to_torch
-        from ..eval.train import TrainConfig, evaluate, primary_metric, train_model
+    def final_train(self, graph: Graph, epochs: float, seconds: float | None = None) -> dict[str, Any]:
+        """Train ``graph`` with the final recipe (at most ``seconds`` of training) and score it on validation.
 
-        m = to_torch(graph)
-        tc = TrainConfig(epochs=epochs or self.cfg.final_epochs, batch_size=self.cfg.batch_size, lr=self.cfg.lr,
-                         schedule="cosine", seed=self.cfg.seed, augment=True)
-        res = train_model(m, self.splits.train, tc)
-        test = evaluate(m, self.splits.test, batch_size=256)
-        _write_back(graph, m)
-        return {"test_accuracy": primary_metric(test, self.splits.info.task), "final_status": res.status}
+        The trained weights are written into ``graph``; the returned ``module`` is what :meth:`test_metric`
+        evaluates once a model has been picked (the test split is never read before that)."""
+        from ..backends.torch import to_torch
+        from ..eval.distill import write_back
+        from ..eval.train import evaluate, primary_metric, train_model
+
+        t0 = time.perf_counter()
+        work, extra = self._prepare(graph, 4 * self.cfg.distill_steps, None if seconds is None else seconds / 3)
+        m = to_torch(work)
+        res = None
+        if seconds is not None:
+            seconds -= time.perf_counter() - t0
+        if epochs > 0 and (seconds is None or seconds > 0):
+            res = train_model(m, self.splits.train, self._config(epochs=epochs, seconds=seconds, schedule="cosine",
+                                                                 eval_every=0), teacher=self.teacher())
+        val = evaluate(m, self.splits.val, batch_size=256, device=self.device)
+        write_back(graph, m)
+        return {"val_accuracy": primary_metric(val, self.splits.info.task),
+                "final_status": res.status if res is not None else "skipped",
+                "final_epochs": round(res.epochs, 3) if res is not None else 0.0, "module": m, **extra}
+
+    def test_metric(self, module) -> float:  # noqa: ANN001 - nn.Module
+        """The primary metric on the test split: called once per reported model, after selection."""
+        from ..eval.train import evaluate, primary_metric
+
+        return primary_metric(evaluate(module, self.splits.test, batch_size=256, device=self.device),
+                              self.splits.info.task)
 
 
 def _mutator(db_path: str | None) -> Callable[[Graph, random.Random], tuple[Graph, list[Any]] | None]:
@@ -294,23 +399,49 @@ def optimize(
     run_dir: str | Path,
     progress: Callable[[dict[str, Any]], None] | None = None,
     log: Callable[[str], None] = print,
+    clock: Callable[[], float] = time.monotonic,
 ) -> dict[str, Any]:
     """Run AutoGO on ``graph`` (the seed) and write best.onnx/.pt/.py, pareto.json and report.html to ``out_dir``.
 
     ``run_dir`` holds the result store: every scored candidate is committed there at once, so calling again
     with the same ``run_dir`` resumes instead of re-scoring. ``progress`` receives one event per scored
-    candidate (the CLI's progress bar); ``log`` receives human-readable lines. Returns the seed's and the
-    best candidate's rows (hash, score, cost, test accuracy), the files written and a summary dict. The
-    protocol is in the module docstring; the user guide is docs/optimize.md.
+    candidate (the CLI's progress bar); ``log`` receives human-readable lines; ``clock`` is the budget's clock
+    (tests pass a simulated one). Returns the seed's and the best candidate's rows (hash, score, cost, val and
+    test metric), the files written and a summary dict. The protocol is in the module docstring; the user guide
+    is docs/optimize.md.
     """
+    import torch
+
+    from ..eval.train import default_threads
+
+    prev_threads = torch.get_num_threads()
+    torch.set_num_threads(default_threads())  # evaluation and distillation too, not only training
+    try:
+        return _optimize(graph, out_dir, cfg, run_dir=run_dir, progress=progress, log=log, clock=clock)
+    finally:
+        torch.set_num_threads(prev_threads)
+
+
+def _optimize(graph: Graph, out_dir: str | Path, cfg: OptimizeConfig, *, run_dir: str | Path,
+              progress: Callable[[dict[str, Any]], None] | None, log: Callable[[str], None],
+              clock: Callable[[], float]) -> dict[str, Any]:
+    import torch
+
     from ..eval.data import load_dataset
     from ..eval.store import ResultStore
 
+    t_begin = clock()  # the budget covers everything from here: loading the data, the search, the outputs
     out_dir, run_dir = Path(out_dir), Path(run_dir)
-    splits = load_dataset(cfg.data, seed=cfg.seed, train_size=cfg.train_size)
+    splits = load_dataset(cfg.data, seed=cfg.seed, train_size=cfg.train_size, val_fraction=cfg.val_fraction)
+    graph, relaxed = _relax_fixed_batch(graph.copy(), splits, log)  # a copy: the caller's weights stay as given
     _check_model_matches_data(graph, splits)
-    trainer = Trainer(splits, cfg)
+    trainer = Trainer(splits, cfg, teacher=graph)
     cost = _cost_fn(cfg.objective, cfg.target)
+    try:  # the first check that the model trains on this data at all, before anything is written
+        step_s_prior = trainer.step_seconds(graph)
+    except (ValueError, RuntimeError, TypeError) as e:
+        raise GraphoptError(f"the input model could not be scored: it does not train on {cfg.data} "
+                            f"({type(e).__name__}: {e})") from None
     # The run folder is created only once the model, data and settings have been checked (a rejected input
     # leaves nothing behind); config.json lets `--resume` restore these settings.
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -318,7 +449,11 @@ def optimize(
         atomic_write_bytes(run_dir / "config.json", json.dumps(cfg.to_json()).encode())
     store = ResultStore.open(run_dir)
     log(f"run {run_dir} (every scored candidate is saved there; resume with --resume {run_dir.name})")
+    log(f"data {splits.info.name}: {len(splits.train)} train / {len(splits.val)} validation (selection) / "
+        f"{len(splits.test)} test (report only); recipe {cfg.recipe}, lr {cfg.resolved_lr:g}, device "
+        f"{trainer.device}" + (f" ({torch.get_num_threads()} threads)" if trainer.device == "cpu" else ""))
     store.meta["config"] = cfg.to_json()
+    store.meta["splits"] = {"sizes": splits.sizes(), "val_fraction": cfg.val_fraction, "seed": cfg.seed}
     screen = None
     if cfg.ranker in ("train", "tse", "ponas"):
         score = lambda g, parent: trainer.short_train(g)  # noqa: E731
@@ -331,69 +466,78 @@ def optimize(
         score = lambda g, parent: {"score": float(psc.score_graph(g))}  # noqa: E731
     else:  # proxy:<name>, validated when the config was built
         score = _proxy_scorer(graph, cfg)
-    t_begin = time.monotonic()
-    final_epochs, per_model_s = _plan_budget(graph, trainer, cfg, log)
-    clock = _TrainClock(trainer)
-    deadline = t_begin + cfg.budget_seconds
+    plan = BudgetPlanner(budget=cfg.budget_seconds, start=t_begin, final_epochs=float(cfg.final_epochs),
+                         steps_per_epoch=math.ceil(len(splits.train) / cfg.batch_size), n_val=len(splits.val),
+                         n_test=len(splits.test), batch_size=cfg.batch_size,
+                         distill_steps=4 * cfg.distill_steps if cfg.recipe == "distill" else 0)
+    plan.step_s_prior = step_s_prior  # so that a proxy/psc search plans its final phase too
     evo = ParetoEvolution(
         mutate=_mutator(cfg.segments_db), score=score, cost=cost, store=store, run_dir=run_dir,
         config=EvolutionConfig(iterations=cfg.iterations, parents_per_iter=cfg.parents_per_iter,
                                mutants_per_parent=cfg.mutants_per_parent, cost_window=cfg.cost_window,
                                budget_seconds=cfg.budget_seconds, seed=cfg.seed),
-        progress=progress, screen=screen)
-    t0 = time.monotonic()
-    evo_start = [t0]
+        progress=progress, screen=screen, clock=clock)
+    n_final = lambda: 1 + min(cfg.final_k, 1 + len([c for c in pareto_front(list(evo.population.values()))  # noqa: E731
+                                                   if c.parent is not None]))
+    evo.keep_going = lambda n_children: plan.keep_searching(clock(), n_children, n_final())
     orig_score = evo.score_fn
+    t0 = clock()
 
-    def score_and_rebudget(g: Graph, parent):
-        """After every scoring, leave exactly the time the final training of the current front will need."""
+    def score_and_observe(g: Graph, parent):
+        t = clock()
         res = orig_score(g, parent)
-        now = time.monotonic()
-        if parent is None:  # the seed: the evolution's own clock starts after it
-            evo_start[0] = now
+        plan.observe(res, clock() - t)
+        if parent is None:
             warning = chance_warning(res, splits.info, cfg.score_steps)
             if warning:
                 log(warning)
-        clock.observe(res)
-        n_front = len([c for c in pareto_front(list(evo.population.values())) if c.parent is not None])
-        n_final = 1 + min(cfg.final_k, n_front + 1)  # +1: this candidate may join the front
-        model_s = clock.model_seconds(final_epochs) or per_model_s
-        evo.cfg.budget_seconds = max(0.0, deadline - n_final * model_s - evo_start[0])
         return res
 
-    evo.score_fn = score_and_rebudget
+    evo.score_fn = score_and_observe
     front = evo.run(graph)
-    search_s = time.monotonic() - t0
+    search_s = clock() - t0
     seed_hash = store.meta["seed_hash"]
     seed = evo.population[seed_hash]
     finalists = [seed] + [c for c in sorted(front, key=lambda c: -c.score) if c.hash != seed_hash][: cfg.final_k]
     if len(evo.population) == 1:
         log(no_candidate_reason(evo.stats, store, len(graph), cfg.cost_window))
-    fitted = clock.epochs_that_fit(deadline - time.monotonic(), len(finalists), final_epochs)
-    if fitted < final_epochs:
-        log(f"final training shortened to {fitted} epochs: training measured during the search is slower than "
-            f"planned, and the budget ends in {max(0.0, deadline - time.monotonic()):.0f}s")
-        final_epochs = fitted
-    elif final_epochs < cfg.final_epochs and search_s < 0.9 * (evo.cfg.budget_seconds or 0.0):
-        # the plan shortened the final training for a search that then ended early, out of mutations rather
-        # than out of time: give the finalists (most of) the time that is left, up to the configured epochs
-        left = 0.9 * (deadline - time.monotonic())
-        grown = clock.epochs_that_fit(left, len(finalists), float(cfg.final_epochs))
-        if grown > final_epochs:
-            log(f"final training lengthened to {grown} epochs: the search ended early and the budget ends in "
-                f"{max(0.0, deadline - time.monotonic()):.0f}s")
-            final_epochs = grown
+    epochs, seconds = plan.final_plan(clock(), len(finalists))
+    if epochs < cfg.final_epochs:
+        log(f"final training: {epochs:g} of {cfg.final_epochs:g} epochs fit what the budget leaves "
+            f"({max(0.0, t_begin + cfg.budget_seconds - clock()):.0f}s)")
     log(f"search: {len(evo.population)} candidates in {search_s:.0f}s; training {len(finalists)} finalists "
-        f"({final_epochs} epochs each, identical recipe)")
+        f"({epochs:g} epochs each, identical recipe, at most {seconds:.0f}s each); picking on validation")
     final: dict[str, dict[str, Any]] = {}
     for c in finalists:
-        final[c.hash] = trainer.final_train(c.graph, epochs=final_epochs)
-    log(f"total {time.monotonic() - t_begin:.0f}s (budget {cfg.budget_seconds:.0f}s)")
+        final[c.hash] = trainer.final_train(c.graph, epochs=epochs, seconds=seconds)
     eligible = [c for c in finalists if c.cost <= seed.cost] or finalists
-    best = max(eligible, key=lambda c: (final[c.hash]["test_accuracy"], -c.cost))
-    result = _write_outputs(out_dir, evo, front, seed, best, final, cfg, store, search_s)
+    # the pick reads validation only; the test split is evaluated afterwards, once per reported model
+    best = max(eligible, key=lambda c: (final[c.hash]["val_accuracy"], -c.cost))
+    for c in {seed.hash: seed, best.hash: best}.values():
+        final[c.hash]["test_accuracy"] = trainer.test_metric(final[c.hash]["module"])
+    for f in final.values():
+        f.pop("module", None)
+    result = _write_outputs(out_dir, evo, front, seed, best, final, cfg, store, search_s, splits, relaxed)
+    log(f"total {clock() - t_begin:.0f}s (budget {cfg.budget_seconds:.0f}s)")
     store.close()
     return result
+
+
+def _relax_fixed_batch(graph: Graph, splits, log: Callable[[str], None]) -> tuple[Graph, dict[str, list] | None]:
+    """A model exported with a fixed batch (``float32[1,3,32,32]``, torch.onnx's default) made batch-symbolic and
+    checked per sample; returns the graph and the original input shapes (None when nothing was fixed)."""
+    if not graph.inputs or graph.inputs[0].type is None or not graph.inputs[0].type.shape:
+        return graph, None
+    if not isinstance(graph.inputs[0].type.shape[0], int):
+        return graph, None
+    from graphopt.passes.relax_batch import relax_batch, verify_relaxed
+
+    relaxed, report = relax_batch(graph)
+    if not report.changed:
+        return graph, None
+    err = verify_relaxed(graph, relaxed)
+    log(f"{report.describe()}; outputs per sample match the original (max relative error {err:.1e})")
+    return relaxed, report.original_shapes
 
 
 def no_candidate_reason(stats: dict[str, int], store, n_nodes: int, window: tuple[float, float]) -> str:
@@ -439,67 +583,95 @@ def chance_warning(res: dict[str, Any], info, score_steps: int) -> str | None:
             f"Raise --score-steps, start from a trained model, or rank with --ranker psc or proxy:NAME.")
 
 
-class _TrainClock:
-    """Seconds per final model from the search's own fine-tunes (same machine, same load, same evaluation).
+@dataclass
+class BudgetPlanner:
+    """Splits a wall-clock budget between the search and the final training, from measured times.
 
-    The plan's step time is measured once, on three steps, before the search; under load (or for a model whose
-    evaluation is a large share, e.g. MobileNetV2 on 10k test images) it was 2x too optimistic and a 20-minute
-    budget ran 45 minutes. Every ``train``/``tse``/``ponas`` score reports its training and validation seconds;
-    their medians predict a final epoch and the test evaluation, and the final training is shortened to what is
-    left of the budget.
+    Why it re-plans: the budget is the user's promise about wall time, and a machine's speed is only known once
+    it runs (under load, a step measured before the search was 2x too optimistic and a 20-minute run took 45).
+    Every scored candidate reports its seconds; their medians predict a final epoch, a candidate and an
+    evaluation. The final phase reserves at most ``final_share`` of the budget; the search may dip into that
+    reserve until ``min_children`` candidates are scored, as long as the finalists can still be evaluated; the
+    final training's epochs are then fitted to what is left and its time is capped, so the budget is not
+    overrun whatever the estimate said.
     """
 
-    def __init__(self, trainer: Trainer) -> None:
-        self.trainer = trainer
-        self.step_s: list[float] = []
-        self.eval_s_per_sample: list[float] = []
+    budget: float
+    start: float
+    final_epochs: float
+    steps_per_epoch: int
+    n_val: int
+    n_test: int
+    batch_size: int = 64
+    distill_steps: int = 0  # segment-local distillation steps before each final training
+    final_share: float = 0.4
+    min_children: int = 3
+    step_s_prior: float | None = None  # seconds per training step measured before the search
+    step_s: list[float] = field(default_factory=list)
+    eval_s_per_sample: list[float] = field(default_factory=list)
+    candidate_s: list[float] = field(default_factory=list)
+    distill_step_s: list[float] = field(default_factory=list)
+    distill_setup_s: list[float] = field(default_factory=list)
 
-    def observe(self, res: dict[str, Any]) -> None:
+    def observe(self, res: dict[str, Any], seconds: float) -> None:
+        """One scored candidate: its result dict and the wall seconds it took."""
+        self.candidate_s.append(seconds)
         if res.get("steps") and res.get("train_seconds") is not None:
             self.step_s.append(float(res["train_seconds"]) / int(res["steps"]))
-        if res.get("eval_seconds") is not None and len(self.trainer.splits.val):
-            self.eval_s_per_sample.append(float(res["eval_seconds"]) / len(self.trainer.splits.val))
+        if res.get("eval_seconds") is not None and self.n_val:
+            self.eval_s_per_sample.append(float(res["eval_seconds"]) / self.n_val)
+        d = res.get("distill") or {}
+        if d.get("steps"):
+            self.distill_setup_s.append(float(d.get("setup_seconds", 0.0)))
+            self.distill_step_s.append((float(d["seconds"]) - self.distill_setup_s[-1]) / int(d["steps"]))
 
-    def _epoch_and_eval(self) -> tuple[float, float] | None:
-        if not self.step_s:
-            return None
-        steps = math.ceil(len(self.trainer.splits.train) / self.trainer.cfg.batch_size)
-        per_sample = float(np.median(self.eval_s_per_sample)) if self.eval_s_per_sample else 0.0
-        return float(np.median(self.step_s)) * steps, per_sample * len(self.trainer.splits.test)
+    def _med(self, xs: list[float], default: float) -> float:
+        return float(np.median(xs)) if xs else default
 
-    def model_seconds(self, epochs: float) -> float | None:
-        """Predicted seconds to train one finalist for ``epochs`` and evaluate it; None before any fine-tune."""
-        m = self._epoch_and_eval()
-        return None if m is None else m[0] * epochs + m[1]
+    def epoch_seconds(self) -> float:
+        return self._med(self.step_s, self.step_s_prior or 0.0) * self.steps_per_epoch
 
-    def epochs_that_fit(self, seconds_left: float, n_models: int, planned: float) -> float:
-        """``planned`` epochs, or fewer (never below 0.1) if ``n_models`` finals would overrun ``seconds_left``."""
-        m = self._epoch_and_eval()
-        if m is None or n_models <= 0:
-            return planned
-        per_epoch, eval_s = m
-        fit = (seconds_left / n_models - eval_s) / per_epoch if per_epoch > 0 else planned
-        return planned if fit >= planned else max(0.1, round(fit, 2))
+    def _eval_s(self, n: int) -> float:
+        per = self._med(self.eval_s_per_sample, 0.0)
+        if not per and self.step_s_prior:  # a sample's forward pass costs about a third of its training step
+            per = self.step_s_prior / self.batch_size / 3
+        return per * n
 
+    def _distill_s(self) -> float:
+        if not self.distill_steps:
+            return 0.0
+        per_step = self._med(self.distill_step_s, self._med(self.step_s, self.step_s_prior or 0.0))
+        return self._med(self.distill_setup_s, 0.0) + self.distill_steps * per_step
 
-def _plan_budget(graph: Graph, trainer: Trainer, cfg: OptimizeConfig,
-                 log: Callable[[str], None]) -> tuple[float, float]:
-    """Size the final training from a measured step time: returns (final_epochs, seconds per final model).
+    def model_seconds(self, epochs: float) -> float:
+        """Predicted seconds to distill, train for ``epochs`` and validate one finalist."""
+        return self._distill_s() + self.epoch_seconds() * epochs + self._eval_s(self.n_val)
 
-    Why measure: the budget is the user's promise about wall time, and the final identical-recipe training of
-    up to ``final_k + 1`` models is the largest fixed cost. It gets at most half the budget (its epochs shrink
-    to fit, never below a tenth of an epoch); the search gets the rest, re-planned after every candidate from
-    the number of finalists the current front actually has.
-    """
-    sec_step = trainer.step_seconds(graph)
-    steps_per_epoch = math.ceil(len(trainer.splits.train) / cfg.batch_size)
-    n_models = cfg.final_k + 1
-    per_epoch = 1.2 * sec_step * steps_per_epoch  # per model; 20% for evaluation and emission
-    epochs = float(cfg.final_epochs)
-    if per_epoch * epochs * n_models > 0.5 * cfg.budget_seconds:
-        epochs = max(0.1, round(0.5 * cfg.budget_seconds / (per_epoch * n_models), 2))
-        log(f"final training shortened to {epochs} epochs to fit --budget ({sec_step:.2f}s per step measured)")
-    return epochs, per_epoch * epochs
+    def _closing_s(self, n_final: int) -> float:
+        """The least the end needs: validating the finalists, testing two models, writing the outputs."""
+        return n_final * self._eval_s(self.n_val) + 2 * self._eval_s(self.n_test) + 0.02 * self.budget
+
+    def final_reserve(self, n_final: int) -> float:
+        want = n_final * self.model_seconds(self.final_epochs) + 2 * self._eval_s(self.n_test)
+        return max(self._closing_s(n_final), min(want, self.final_share * self.budget))
+
+    def keep_searching(self, now: float, n_children: int, n_final: int) -> bool:
+        """Whether the search may start another candidate at ``now``."""
+        end = self.start + self.budget
+        cand = self._med(self.candidate_s[1:], self._med(self.candidate_s, 0.0))  # [1:]: the seed warms up
+        if now + cand < end - self.final_reserve(n_final):
+            return True
+        return n_children < self.min_children and now + cand < end - self._closing_s(n_final)
+
+    def final_plan(self, now: float, n_final: int) -> tuple[float, float]:
+        """(epochs, seconds per finalist) that fit the rest of the budget; the seconds cover the segment-local
+        distillation (at most a third of them) and the training."""
+        left = self.start + self.budget - now - self._closing_s(n_final)
+        per_model = max(0.0, left / max(1, n_final))
+        train_s = per_model - min(self._distill_s(), per_model / 3)
+        ep = self.epoch_seconds()
+        epochs = self.final_epochs if ep <= 0 else min(self.final_epochs, train_s / ep)
+        return round(max(0.0, epochs), 3), per_model
 
 
 def _check_model_matches_data(graph: Graph, splits) -> None:
@@ -524,38 +696,99 @@ def _check_model_matches_data(graph: Graph, splits) -> None:
             f"dim_param")
 
 
+def _model_facts(graph: Graph) -> dict[str, Any]:
+    """FLOPs and parameters (batch 1) and onnxruntime latency (1 thread, median of 30) of one model."""
+    from ..eval.cost import onnx_latency
+    from ..ir.cost import graph_cost
+    from ..ir.infer import set_input_shapes
+
+    g = graph.copy()
+    set_input_shapes(g, {v.name: [d if isinstance(d, int) else 1 for d in (v.type.shape or ())] for v in g.inputs})
+    c = graph_cost(g)
+    try:
+        ms = onnx_latency(g, runs=30) * 1e3
+    except Exception:  # noqa: BLE001 - a latency figure is informative; it must not lose the search's result
+        ms = None
+    return {"flops": c.flops, "params": c.params, "ort_ms": ms}
+
+
+def _onnx_with_metadata(graph: Graph, original_shapes: dict[str, list] | None, info, extra: dict[str, Any]):
+    """best.onnx's model: the caller's input shapes (a fixed batch stays fixed) and the preprocessing it expects
+    in ``metadata_props`` (a deployed model must be fed as it was trained)."""
+    from ..backends.onnx import to_onnx
+    from ..ir.infer import set_input_shapes
+
+    g = graph
+    if original_shapes:
+        g = graph.copy()
+        set_input_shapes(g, original_shapes)
+    model = to_onnx(g)
+    meta = {"graphopt.producer": "graphopt optimize"}
+    if getattr(info, "mean", None) is not None and getattr(info, "std", None) is not None:
+        meta["graphopt.preprocess"] = json.dumps({"scale": "1/255", "mean": list(info.mean), "std": list(info.std),
+                                                  "layout": "NCHW", "color": "RGB"})
+    meta.update({f"graphopt.{k}": json.dumps(v) if not isinstance(v, str) else v for k, v in extra.items()})
+    for k, v in meta.items():
+        p = model.metadata_props.add()
+        p.key, p.value = k, v
+    return model, meta
+
+
 def _write_outputs(out_dir: Path, evo: ParetoEvolution, front: list[Candidate], seed: Candidate,
                    best: Candidate, final: dict[str, dict[str, Any]], cfg: OptimizeConfig, store,
-                   search_s: float) -> dict[str, Any]:
+                   search_s: float, splits=None, original_shapes: dict[str, list] | None = None) -> dict[str, Any]:
     from ..modelio import save_model
     from .report import write_report
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for suffix in (".onnx", ".pt", ".py"):
+    info = splits.info if splits is not None else None
+    fin_b = final[best.hash]
+    model, meta = _onnx_with_metadata(best.graph, original_shapes, info, {
+        "val_accuracy": fin_b.get("val_accuracy"), "test_accuracy": fin_b.get("test_accuracy"), "data": cfg.data})
+    atomic_write_bytes(out_dir / "best.onnx", model.SerializeToString())
+    written = [out_dir / "best.onnx"]
+    for suffix in (".pt", ".py"):
         written += save_model(best.graph, out_dir / f"best{suffix}")
 
     def row(c: Candidate) -> dict[str, Any]:
         return {"hash": c.hash, "parent": c.parent, "score": c.score, "cost": c.cost, "nodes": len(c.graph),
-                "lineage": json.dumps(c.lineage)[:200], **final.get(c.hash, {})}
+                "lineage": c.lineage, **final.get(c.hash, {})}
 
+    facts = {"original": _model_facts(seed.graph), "best": _model_facts(best.graph)}
     points = [row(c) for c in evo.population.values()]
     front_rows = [row(c) for c in front]
     doc = {"objective": cfg.objective, "cost_unit": {"flops": "FLOPs"}.get(cfg.objective, "ms"),
-           "ranker": cfg.ranker, "seed": row(seed), "best": row(best), "front": front_rows,
+           "ranker": cfg.ranker, "recipe": cfg.recipe, "seed": row(seed), "best": row(best), "front": front_rows,
            "finalists": {h: v for h, v in final.items()}, "stats": evo.stats, "search_seconds": search_s,
-           "config": cfg.to_json()}
+           "facts": facts, "splits": splits.sizes() if splits is not None else None,
+           "selection": "final pick by validation metric; test evaluated once for the original and the best",
+           "onnx_metadata": meta, "config": cfg.to_json()}
     if evo.screen is not None:
         doc["screen"] = asdict(evo.screen.stats)
     atomic_write_bytes(out_dir / "pareto.json", json.dumps(doc, indent=1, default=str).encode())
-    sb, bb = final[seed.hash]["test_accuracy"], final[best.hash]["test_accuracy"]
+    fs, fb = final[seed.hash], fin_b
+
+    def line(c: Candidate, f: dict[str, Any], k: dict[str, Any], ref: dict[str, Any] | None) -> str:
+        lat = f"{k['ort_ms']:.2f} ms" if k["ort_ms"] is not None else "n/a"
+        txt = (f"{k['flops'] / 1e6:.2f} MFLOPs, {k['params'] / 1e3:.1f}k params, onnxruntime {lat}, "
+               f"val {f['val_accuracy']:.4f}, test {f['test_accuracy']:.4f}")
+        if ref is not None and k["flops"] and ref["flops"]:
+            txt += (f" ({(k['flops'] / ref['flops'] - 1) * 100:+.1f}% FLOPs, "
+                    f"{(f['test_accuracy'] - fs['test_accuracy']) * 100:+.2f} test points)")
+        if cfg.objective != "flops":
+            txt += f"; cost {c.cost:.4g} {doc['cost_unit']}"
+        return txt
+
     summary = {
-        "original": f"{seed.cost:.4g} {doc['cost_unit']}, test acc {sb:.4f}",
-        "best": f"{best.cost:.4g} {doc['cost_unit']} ({(best.cost / seed.cost - 1) * 100:+.1f}%), test acc {bb:.4f} "
-                f"({(bb - sb) * 100:+.2f} points)",
+        "original": line(seed, fs, facts["original"], None),
+        "best": line(best, fb, facts["best"], facts["original"]),
         "candidates scored": len(evo.population), "search time (s)": f"{search_s:.0f}", "ranker": cfg.ranker,
-        "dataset": cfg.data, "mutations tried": evo.stats["mutations"],
+        "recipe": cfg.recipe, "dataset": cfg.data, "mutations tried": evo.stats["mutations"],
+        "selection": "by validation accuracy; test evaluated once, for this report",
     }
+    if best.hash == seed.hash:
+        summary["note"] = ("no candidate beat the original on validation at equal or lower cost; best.onnx is the "
+                           "original after the same final fine-tune")
     if evo.screen is not None:
         st = evo.screen.stats
         summary["PO-NAS screen"] = (f"{evo.stats['screened_out']} proposals not trained; pool {st.pool}, "
@@ -563,6 +796,7 @@ def _write_outputs(out_dir: Path, evo: ParetoEvolution, front: list[Candidate], 
                                     f"surrogate {st.fit_seconds + st.pretrain_seconds:.0f}s")
     write_report(out_dir / "report.html", title="graphopt optimize", summary=summary, points=points,
                  front=front_rows, x="cost", y="score", seed=row(seed), best=row(best), best_graph=best.graph,
-                 columns=["hash", "score", "cost", "nodes", "test_accuracy", "parent", "lineage"])
+                 seed_graph=seed.graph,
+                 columns=["hash", "score", "cost", "nodes", "val_accuracy", "test_accuracy", "parent", "lineage"])
     written += [out_dir / "pareto.json", out_dir / "report.html"]
     return {"best": row(best), "seed": row(seed), "files": [str(p) for p in written], "summary": summary}

@@ -20,6 +20,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import count
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -43,7 +44,7 @@ class Candidate:
 
 @dataclass
 class EvolutionConfig:
-    iterations: int = 5
+    iterations: int | None = 5  # None: until the budget (or ``keep_going``) ends the search
     parents_per_iter: int = 10
     mutants_per_parent: int = 4
     cost_window: tuple[float, float] = (0.0, 1.10)  # relative to the seed's cost
@@ -121,8 +122,14 @@ class ParetoEvolution:
         config: EvolutionConfig | None = None,
         progress: Callable[[dict[str, Any]], None] | None = None,
         screen: Screen | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        keep_going: Callable[[int], bool] | None = None,
     ) -> None:
         self.mutate_fn, self.score_fn, self.cost_fn = mutate, score, cost
+        self.clock = clock
+        #: called with the number of scored candidates besides the seed before each new one; when set it
+        #: replaces ``budget_seconds`` (the optimize budget planner decides)
+        self.keep_going = keep_going
         self.accept = accept
         self.screen = screen
         self.store = store
@@ -188,16 +195,23 @@ class ParetoEvolution:
         if seed_hash not in self.population:
             seed = self._record(seed_graph, None, [])
             if seed is None:
-                raise RuntimeError("the input model could not be scored; see the result store for the reason")
+                row = next((r for r in self.store.rows("failed") if r.hash == seed_hash), None)
+                why = getattr(row, "error", None) or "see the run's result store"
+                raise GraphoptError(f"the input model could not be scored: {why}")
         seed = self.population[seed_hash]
         self.store.meta["seed_hash"] = seed_hash
         if self.screen is not None:  # the screen learns from every score so far (a resumed run's too)
             for c in self.population.values():
                 self.screen.observe(c.graph, c.score)
         lo, hi = self.cfg.cost_window
-        t_start = time.monotonic()
+        t_start = self.clock()
         start_iter = int(self.store.meta.get("iterations_done", 0))
-        for it in range(start_iter, self.cfg.iterations):
+        stale = 0  # iterations in a row that scored nothing new: the mutations are exhausted
+        iters = range(start_iter, self.cfg.iterations) if self.cfg.iterations is not None else count(start_iter)
+        for it in iters:
+            if stale >= 5:
+                break
+            before = len(self.population)
             rng.seed(self.cfg.seed * 1000 + it)
             parents = select_parents(list(self.population.values()), self.cfg.parents_per_iter, rng)
             # Pin the iteration's parents in the store: a run killed mid-iteration resumes with the same parents
@@ -235,6 +249,7 @@ class ParetoEvolution:
                 if self.screen is not None and self._screened(parent, proposals, it, t_start):
                     return pareto_front(list(self.population.values()))
             self.store.meta["iterations_done"] = it + 1
+            stale = stale + 1 if len(self.population) == before else 0
         return pareto_front(list(self.population.values()))
 
     def _screened(self, parent: Candidate, proposals: list[tuple[Graph, list[Any]]], it: int,
@@ -267,6 +282,8 @@ class ParetoEvolution:
                            "front": [(x.score, x.cost) for x in pareto_front(list(self.population.values()))]})
 
     def _out_of_budget(self, t_start: float) -> bool:
-        if self.cfg.budget_seconds is not None and time.monotonic() - t_start > self.cfg.budget_seconds:
+        if self.keep_going is not None:
+            return not self.keep_going(len(self.population) - 1)
+        if self.cfg.budget_seconds is not None and self.clock() - t_start > self.cfg.budget_seconds:
             return True
         return self.cfg.max_candidates is not None and len(self.population) >= self.cfg.max_candidates

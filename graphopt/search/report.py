@@ -44,44 +44,87 @@ def pareto_plot(points: list[dict[str, Any]], front: list[dict[str, Any]], x: st
     return _png(fig)
 
 
-def graph_picture(graph: Graph, highlight_key: str = "provenance", max_nodes: int = 400) -> str:
-    """Nodes laid out by topological depth; nodes created by a rewrite (``meta[highlight_key]``) in orange."""
+def _depths(graph: Graph) -> dict[str, int]:
+    depth: dict[str, int] = {}
+    for n in graph.nodes:
+        depth[n.name] = max((depth[p.name] + 1 for p in n.input_producers() if p.name in depth), default=0)
+    return depth
+
+
+def _draw(ax, graph: Graph, colors: dict[str, str], title: str, max_nodes: int) -> None:
+    """One graph, top to bottom by topological depth, nodes of one depth side by side, labelled by op."""
+    nodes = graph.nodes[:max_nodes]
+    depth = _depths(graph)
+    col: dict[int, int] = {}
+    pos = {}
+    for n in nodes:
+        d = depth[n.name]
+        pos[n.name] = (col.get(d, 0), -d)
+        col[d] = col.get(d, 0) + 1
+    for n in nodes:
+        for p in n.input_producers():
+            if p.name in pos:
+                (x0, y0), (x1, y1) = pos[p.name], pos[n.name]
+                ax.plot([x0, x1], [y0, y1], c="#999", lw=0.7, zorder=1)
+    for n in nodes:
+        x, y = pos[n.name]
+        ax.text(x, y, n.op, ha="center", va="center", fontsize=7, zorder=2,
+                bbox={"boxstyle": "round,pad=0.25", "fc": colors.get(n.name, "#dbe7f3"), "ec": "#567", "lw": 0.5})
+    width = max(col.values(), default=1)
+    ax.set_xlim(-0.8, max(width - 0.2, 0.8))
+    ax.set_ylim(-(max(depth.values(), default=0) + 0.8), 0.8)
+    ax.set_title(title, fontsize=9)
+    ax.set_axis_off()
+
+
+def graph_picture(graph: Graph, highlight_key: str = "provenance", max_nodes: int = 400,
+                  original: Graph | None = None) -> str:
+    """The graph (and ``original`` beside it, when given): nodes created by a rewrite (``meta[highlight_key]``,
+    or absent from the original) in orange, nodes of the original that the rewrite removed in red."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import networkx as nx
 
-    G = nx.DiGraph()
-    nodes = graph.nodes[:max_nodes]
-    keep = {n.name for n in nodes}
-    depth: dict[str, int] = {}
-    for n in nodes:
-        d = 0
-        for p in n.input_producers():
-            if p.name in depth:
-                d = max(d, depth[p.name] + 1)
-        depth[n.name] = d
-        G.add_node(n.name, layer=d)
-    for n in nodes:
-        for p in n.input_producers():
-            if p.name in keep:
-                G.add_edge(p.name, n.name)
-    pos = nx.multipartite_layout(G, subset_key="layer", align="horizontal")
-    pos = {k: (x, -y) for k, (y, x) in pos.items()}
-    colors = ["#ff7f0e" if highlight_key in n.meta else "#c6dbef" for n in nodes]
-    height = max(4.0, min(40.0, 0.28 * (max(depth.values(), default=0) + 1)))
-    fig, ax = plt.subplots(figsize=(7.5, height))
-    nx.draw_networkx_edges(G, pos, ax=ax, arrows=False, width=0.6, edge_color="#888")
-    nx.draw_networkx_nodes(G, pos, nodelist=[n.name for n in nodes], node_color=colors, node_size=140, ax=ax)
-    nx.draw_networkx_labels(G, pos, labels={n.name: n.op for n in nodes}, font_size=5, ax=ax)
-    ax.set_axis_off()
+    new_names = {n.name for n in graph.nodes if highlight_key in n.meta}
+    if original is not None:
+        orig = {n.name: n.op for n in original.nodes}
+        new_names |= {n.name for n in graph.nodes if orig.get(n.name) != n.op}
+        kept = {n.name for n in graph.nodes} - new_names
+        removed = {n.name for n in original.nodes} - kept
+    graphs = [(original, {k: "#f4a3a3" for k in removed}, "original (red: replaced)")] if original is not None else []
+    graphs.append((graph, {k: "#ffb25e" for k in new_names}, "best (orange: new segments)"))
+    levels = max(max(_depths(g).values(), default=0) + 1 for g, _, _ in graphs)
+    fig, axes = plt.subplots(1, len(graphs), figsize=(4.2 * len(graphs), max(4.0, min(60.0, 0.32 * levels))),
+                             squeeze=False)
+    for ax, (g, colors, title) in zip(axes[0], graphs, strict=True):
+        _draw(ax, g, colors, title, max_nodes)
+    fig.tight_layout()
     return _png(fig)
+
+
+def lineage_text(lineage: Any) -> str:
+    """A mutation record list as one readable line per mutation (the store keeps the JSON)."""
+    items = lineage if isinstance(lineage, list) else [lineage] if lineage else []
+    out = []
+    for m in items:
+        if not isinstance(m, dict):
+            out.append(str(m))
+            continue
+        src = m.get("source_nodes") or []
+        ops = ", ".join(m.get("db_ops") or [])
+        fl = ""
+        if m.get("flops_before") and m.get("flops_after"):
+            fl = f", {(m['flops_after'] / m['flops_before'] - 1) * 100:+.1f}% FLOPs"
+        out.append(f"{len(src)} nodes ({', '.join(src[:3])}{'...' if len(src) > 3 else ''}) -> segment "
+                   f"#{m.get('db_segment')} [{ops}] ({m.get('fit', '')}{fl})")
+    return "; ".join(out)
 
 
 def write_report(path: str | Path, *, title: str, summary: dict[str, Any], points: list[dict[str, Any]],
                  front: list[dict[str, Any]], x: str, y: str, seed: dict | None, best: dict | None,
-                 best_graph: Graph | None, columns: list[str], extra_sections: list[tuple[str, str]] = ()) -> Path:
+                 best_graph: Graph | None, columns: list[str], extra_sections: list[tuple[str, str]] = (),
+                 seed_graph: Graph | None = None) -> Path:
     esc = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>",
              "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
@@ -98,13 +141,17 @@ def write_report(path: str | Path, *, title: str, summary: dict[str, Any], point
     parts.append("<h2>Candidates</h2><table><tr>" + "".join(f"<th>{esc(c)}</th>" for c in columns) + "</tr>")
     for p in sorted(points, key=lambda p: (-(p.get(y) or 0))):
         cls = "best" if best and p.get("hash") == best.get("hash") else ("front" if p.get("hash") in front_ids else "")
-        parts.append(f"<tr class='{cls}'>" + "".join(f"<td>{esc(_fmt(p.get(c)))}</td>" for c in columns) + "</tr>")
+        cells = [lineage_text(p.get(c)) if c == "lineage" else _fmt(p.get(c)) for c in columns]
+        parts.append(f"<tr class='{cls}'>" + "".join(f"<td>{esc(v)}</td>" for v in cells) + "</tr>")
     parts.append("</table>")
     for head, body in extra_sections:
         parts.append(f"<h2>{esc(head)}</h2>{body}")
     if best_graph is not None:
-        parts.append("<h2>Best graph</h2><p>Nodes created by a segment replacement are orange.</p>"
-                     f"<img src='data:image/png;base64,{graph_picture(best_graph)}'>")
+        what = "the original (left; replaced nodes red) and the best" if seed_graph is not None else "The best"
+        parts.append(f"<h2>Best graph against the original</h2><p>{what.capitalize()} graph; nodes created by a "
+                     "segment replacement are orange.</p>"
+                     f"<img style='max-width:100%' src='data:image/png;base64,"
+                     f"{graph_picture(best_graph, original=seed_graph)}'>")
     parts.append("</body></html>")
     atomic_write_bytes(path, "\n".join(parts).encode())
     return Path(path)
