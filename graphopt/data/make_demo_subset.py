@@ -1,10 +1,12 @@
 """Build the bundled CIFAR-10 demo subset ``graphopt/data/cifar10_demo.npz`` from the full JPEG file.
 
 The demo subset lets graphopt run (and its examples work) where the full 55 MB file is not available. It is a
-seeded, class-balanced draw: ``--train-per-class`` images of each class from the training split and
-``--test-per-class`` from the test split, decoded to uint8 and stored with ``numpy.savez_compressed``
-(keys ``x_train, y_train, x_test, y_test, classes``; no pickle). Re-running with the same arguments
-reproduces the same images in the same order.
+seeded, class-balanced draw: ``--train-per-class`` images of each class from the *held-out* part of the
+training split (the 10% per class that ``load_dataset("cifar10", seed=0)`` keeps for validation, so that the
+bundled trained ResNet-20, which was trained on the other 90%, has never seen them: the demo's validation
+scores are honest) and ``--test-per-class`` from the test split, decoded to uint8 and stored with
+``numpy.savez_compressed`` (keys ``x_train, y_train, x_test, y_test, classes``; no pickle). Re-running with the
+same arguments reproduces the same images in the same order.
 
     python graphopt/data/make_demo_subset.py [--source PATH] [--out PATH] [--seed 0]
 """
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from graphopt.eval.data import decode_jpeg_images, find_cifar10
+from graphopt.eval.data import decode_jpeg_images, find_cifar10, heldout_indices
 
 
 def make_subset(source: Path, out: Path, train_per_class: int = 200, test_per_class: int = 50,
@@ -27,8 +29,9 @@ def make_subset(source: Path, out: Path, train_per_class: int = 200, test_per_cl
         arrays["classes"] = z["classes"]
         for split, per_class in (("train", train_per_class), ("test", test_per_class)):
             labels = z[f"{split}_labels"]
+            pool = heldout_indices(labels) if split == "train" else np.arange(len(labels))
             idx = np.concatenate(
-                [np.sort(rng.choice(np.flatnonzero(labels == c), per_class, replace=False))
+                [np.sort(rng.choice(pool[labels[pool] == c], per_class, replace=False))
                  for c in range(len(arrays["classes"]))]
             )
             arrays[f"x_{split}"] = decode_jpeg_images(z[f"{split}_jpeg"], z[f"{split}_offsets"], idx)

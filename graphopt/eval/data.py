@@ -51,6 +51,7 @@ __all__ = [
     "cifar_paste",
     "decode_jpeg_images",
     "find_cifar10",
+    "heldout_indices",
     "load_cifar10_arrays",
     "load_dataset",
     "load_image_folder",
@@ -504,6 +505,15 @@ def _stratified_split(labels: np.ndarray, frac: float, rng: np.random.Generator)
     perm = rng.permutation(len(labels))
     k = int(round(frac * len(labels)))
     return perm[k:], perm[:k]
+
+
+def heldout_indices(labels: np.ndarray, val_fraction: float = 0.1, seed: int = 0) -> np.ndarray:
+    """Indices (into ``labels``' order) of the validation split that :func:`load_dataset` carves from a training
+    set with a separate test set (e.g. ``cifar10``) at this ``val_fraction`` and ``seed``.
+
+    Why: a reference model trained on the other 90% has never seen these images, so data drawn from them (the
+    bundled demo subset) gives a trained model's candidates an honest validation score."""
+    return np.sort(_stratified_split(labels, val_fraction, np.random.default_rng(seed))[1])
 
 
 def _image_info(name: str, task: Task, x: np.ndarray, num_classes: int, classes: Sequence[str], source: str,
