@@ -11,7 +11,9 @@ images; the 5,000-image validation split (10% per class, seed 0) is **not** trai
 split is evaluated once, after the last epoch, for the record.
 
 Every epoch ends with an atomic checkpoint (model, optimizer, epoch, recipe) in ``--work``; running the same
-command again resumes from it, bit-for-bit the same data order (the loader is seeded per epoch). The result:
+command again resumes from it, bit-for-bit the same data order (the loader is seeded per epoch).
+``--export-checkpoint`` writes the weights and record of the last checkpoint without training further
+(``"complete": false`` and ``epochs_completed`` in the record say so). The result:
 ``--out`` (a state_dict, ``.pt``) and ``--out`` with ``.json`` (recipe, data, seed, val/test accuracy, epochs
 and wall time per epoch, machine, commit).
 
@@ -46,8 +48,8 @@ def recipe(args: argparse.Namespace) -> dict[str, Any]:
     return {"model": args.model, "epochs": args.epochs, "batch_size": 128, "optimizer": "sgd", "nesterov": True,
             "momentum": 0.9, "lr": args.lr, "weight_decay": 5e-4, "weight_decay_on": "conv/linear weights only",
             "schedule": "linear warm-up 1 epoch, then cosine to 0", "augment": "4-px pad crop + horizontal flip",
-            "label_smoothing": 0.0, "seed": args.seed, "data": "cifar10 (load_dataset seed 0): 45k train, 5k val "
-            "held out, 10k test", "channels_last": True, "threads": torch.get_num_threads()}
+            "label_smoothing": 0.0, "seed": args.seed, "data": f"{args.data} (load_dataset seed 0; for cifar10: 45k "
+            f"train, 5k val held out, 10k test)", "channels_last": True, "threads": torch.get_num_threads()}
 
 
 def _commit() -> str:
@@ -67,7 +69,7 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
 
 def train(args: argparse.Namespace) -> dict[str, Any]:
     seed_everything(args.seed)
-    splits = load_dataset("cifar10", seed=0)
+    splits = load_dataset(args.data, seed=0)
     net = get(args.model, seed=args.seed).to(memory_format=torch.channels_last)
     decay = [p for n, p in net.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in net.named_parameters() if p.ndim <= 1]
@@ -96,6 +98,10 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         opt.load_state_dict(state["optimizer"])
         start_epoch, history = state["epoch"], state["history"]
         print(f"resuming {args.model} at epoch {start_epoch}/{args.epochs} from {ckpt}", flush=True)
+    if args.export_checkpoint:
+        if not history:
+            sys.exit(f"{ckpt}: no checkpoint to export yet")
+        return _finish(net, splits, history, rec, args, complete=False)
     for epoch in range(start_epoch, args.epochs):
         net.train()
         loader.set_epoch(epoch)
@@ -118,12 +124,18 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
               f"({time.perf_counter() - t0:.0f}s)", flush=True)
         _atomic_torch_save({"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
                             "history": history, "recipe": rec}, ckpt)
+    return _finish(net, splits, history, rec, args, complete=True)
+
+
+def _finish(net, splits, history: list[dict[str, float]], rec: dict[str, Any], args: argparse.Namespace,
+            complete: bool) -> dict[str, Any]:
     net.eval()
     test = evaluate(net, splits.test, batch_size=512)["accuracy"]  # once, for the record
     net = net.to(memory_format=torch.contiguous_format)
     out = Path(args.out)
     _atomic_torch_save({k: v.contiguous() for k, v in net.state_dict().items()}, out)
-    doc = {"recipe": rec, "val_accuracy": history[-1]["val_acc"], "test_accuracy": test, "history": history,
+    doc = {"recipe": rec, "complete": complete, "epochs_completed": len(history),
+           "val_accuracy": history[-1]["val_acc"], "test_accuracy": test, "history": history,
            "train_seconds": sum(h["seconds"] for h in history), "command": " ".join(sys.argv),
            "commit": _commit(), "date": datetime.now(UTC).isoformat(timespec="seconds"),
            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__}}
@@ -138,8 +150,11 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=50)
     ap.add_argument("--lr", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--data", default="cifar10", help="dataset name for graphopt.eval.data.load_dataset")
     ap.add_argument("--out", required=True, help="weights file (.pt); the record goes beside it as .json")
     ap.add_argument("--work", required=True, help="checkpoint folder; the same command resumes from it")
+    ap.add_argument("--export-checkpoint", action="store_true",
+                    help="write --out from the last checkpoint (recorded as complete: false) and stop")
     train(ap.parse_args())
 
 

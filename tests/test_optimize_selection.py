@@ -60,3 +60,21 @@ def test_the_pick_is_the_same_whatever_the_test_labels_say(monkeypatch, tmp_path
     assert {r["hash"]: r["score"] for r in (a["seed"], a["best"])} == {r["hash"]: r["score"]
                                                                          for r in (b["seed"], b["best"])}
     assert loads and b["seed"]["test_accuracy"] is not None  # the run really used the scrambled split
+
+
+def test_the_pick_is_the_cheapest_finalist_within_the_allowed_drop():
+    from graphopt.search.autogo import pick_best, pick_finalists
+    from graphopt.search.evolution import Candidate
+
+    def c(h: str, cost: float, score: float = 0.0) -> Candidate:
+        return Candidate(h, None, score, cost)
+
+    seed, a, b, d = c("seed", 100), c("a", 80), c("b", 60), c("d", 120)
+    val = {"seed": 0.90, "a": 0.897, "b": 0.880, "d": 0.95}
+    assert pick_best([seed, a, b, d], seed, val, 0.005).hash == "a"  # b is cheaper but 2 points worse
+    assert pick_best([seed, a, b, d], seed, val, 0.03).hash == "b"
+    assert pick_best([seed, b, d], seed, val, 0.005).hash == "seed"  # nothing cheaper is close: the original
+    # finalists: the best-scored cheaper front members first
+    front = [c("seed", 100, 0.9), c("x", 120, 0.95), c("y", 90, 0.89), c("z", 70, 0.85)]
+    assert [f.hash for f in pick_finalists(front, front[0], 2)] == ["y", "z"]
+    assert [f.hash for f in pick_finalists(front, front[0], 3)] == ["y", "z", "x"]

@@ -70,6 +70,10 @@ def register(app: typer.Typer) -> None:
                                                   "weights (comparable scores); trained: children continue from "
                                                   "their parent's fine-tuned weights.")] = "seed",
         final_k: Annotated[int, typer.Option(help="Pareto candidates retrained at the end.")] = 3,
+        max_drop: Annotated[float, typer.Option(help="The pick: the cheapest finalist whose validation accuracy is "
+                                                     "at most this many points below the original's after the same "
+                                                     "final training (else the most accurate at no more cost).")]
+        = 0.5,
         final_epochs: Annotated[float, typer.Option(help="Epochs of the identical final recipe (fewer if the "
                                                          "budget ends first).")] = 2,
         train_size: Annotated[int | None, typer.Option(help="Use only this many training images.")] = None,
@@ -115,7 +119,7 @@ def register(app: typer.Typer) -> None:
                              final_epochs=final_epochs, train_size=train_size, seed=seed,
                              segments_db=str(segments) if segments else None, target=target,
                              ponas_oversample=ponas_oversample, recipe=recipe, lr=lr, distill_steps=distill_steps,
-                             device=device, val_fraction=val_fraction)
+                             device=device, val_fraction=val_fraction, max_drop=max_drop / 100)
         if resume:
             cfg_file = run_dir / "config.json"
             if cfg_file.exists():

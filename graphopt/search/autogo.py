@@ -3,13 +3,15 @@
 Protocol (documented so results are reproducible):
 1. The input graph is the seed. Candidates are scored by the chosen ranker:
    ``train`` (default): the candidate's emitted PyTorch module inherits its parent's weights (names and shapes
-   that still match; mutation carries them), is fine-tuned for ``score_steps`` SGD steps on the training split
-   and scored by validation accuracy. With ``inherit="seed"`` (default) the fine-tuned weights are thrown
-   away, so every candidate starts from the seed's weights (plus fresh ones for replaced segments) and gets
-   the same number of steps: scores of different generations are comparable. With ``inherit="trained"``
-   they are written back and children continue from them (cheaper per step of progress, but a generation-k
-   candidate has k times the training of the seed, so deep descendants dominate the front whatever their
-   architecture: measured on ResNet-20, every one of 48 mutants outscored the seed, .30-.39 vs .25).
+   that still match; mutation carries them), is trained by the ``recipe`` (``distill``: segment-local
+   distillation of the replaced regions, then ``score_steps`` SGD steps against the original as teacher;
+   ``finetune``: ``score_steps`` steps on labels; ``scratch``: re-initialised first) on the training split and
+   scored by accuracy on the validation split carved from it. With ``inherit="seed"`` (default) the fine-tuned
+   weights are thrown away, so every candidate starts from the seed's weights (plus fresh ones for replaced
+   segments) and gets the same number of steps: scores of different generations are comparable. With
+   ``inherit="trained"`` they are written back and children continue from them (cheaper per step of progress,
+   but a generation-k candidate has k times the training of the seed, so deep descendants dominate the front
+   whatever their architecture: measured on ResNet-20, every one of 48 mutants outscored the seed, .30-.39 vs .25).
    ``tse``: the same short training, scored by −TSE-E (sum of the last epoch's training losses; lower loss
    ranks higher), as an early-stopping ranker.
    ``psc``: the PSC predictor's score (no training during the search).
@@ -35,12 +37,12 @@ Protocol (documented so results are reproducible):
    model), mIoU for segmentation; the ``val_accuracy``/``test_accuracy`` fields hold that metric.
 2. Cost is FLOPs (registry rules, batch 1), onnxruntime latency (1 thread, median of 20), or a target NPU
    profile's analytic latency (``--target``, :mod:`graphopt.npu.latency`).
-3. After the search, the original and the top ``final_k`` Pareto candidates are trained with one identical
-   recipe (``final_epochs`` epochs of SGD + cosine from their current weights) and evaluated on the test split;
-   the best is the most accurate candidate whose cost does not exceed the original's (or the most accurate
-   overall if none does). The budget covers both phases: the search stops early enough for the final training,
-   whose length is re-estimated from the fine-tunes' measured speed (:class:`_TrainClock`) and shortened if
-   needed.
+3. After the search, the original and ``final_k`` Pareto candidates (the best-scored cheaper ones first) are
+   trained with one identical recipe (``final_epochs`` epochs of SGD + cosine, the same teacher) and scored on
+   the validation split; the best is the cheapest candidate whose validation metric is within ``max_drop`` of
+   the original's, else the most accurate one that costs no more than the original (possibly the original).
+   The test split is evaluated after the pick, once, for the original and the best. The budget covers
+   everything; :class:`BudgetPlanner` splits it between the search and the final training from measured times.
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ class OptimizeConfig:
     lr: float | None = None  # None: the recipe's default (RECIPE_LR)
     train_size: int | None = None
     val_fraction: float = 0.1  # of the training data, per class, seeded by ``seed``: every selection reads it
+    max_drop: float = 0.005  # the pick: the cheapest finalist within this much validation metric of the original
     final_k: int = 3
     final_epochs: float = 2
     seed: int = 0
@@ -103,6 +106,9 @@ class OptimizeConfig:
             raise GraphoptError(f"ponas_oversample={self.ponas_oversample}: must be >= 1")
         if self.lr is not None and not 0 < self.lr < 10:
             raise GraphoptError(f"lr={self.lr}: must be a positive learning rate (e.g. 0.01)")
+        if not 0 <= self.max_drop < 1:
+            raise GraphoptError(f"max_drop={self.max_drop}: a drop in validation accuracy as a fraction (0.005 = "
+                                f"half a point)")
         if not 0 < self.val_fraction < 1:
             raise GraphoptError(f"val_fraction={self.val_fraction}: must be in (0, 1)")
 
@@ -498,7 +504,7 @@ def _optimize(graph: Graph, out_dir: str | Path, cfg: OptimizeConfig, *, run_dir
     search_s = clock() - t0
     seed_hash = store.meta["seed_hash"]
     seed = evo.population[seed_hash]
-    finalists = [seed] + [c for c in sorted(front, key=lambda c: -c.score) if c.hash != seed_hash][: cfg.final_k]
+    finalists = [seed] + pick_finalists(front, seed, cfg.final_k)
     if len(evo.population) == 1:
         log(no_candidate_reason(evo.stats, store, len(graph), cfg.cost_window))
     epochs, seconds = plan.final_plan(clock(), len(finalists))
@@ -510,9 +516,8 @@ def _optimize(graph: Graph, out_dir: str | Path, cfg: OptimizeConfig, *, run_dir
     final: dict[str, dict[str, Any]] = {}
     for c in finalists:
         final[c.hash] = trainer.final_train(c.graph, epochs=epochs, seconds=seconds)
-    eligible = [c for c in finalists if c.cost <= seed.cost] or finalists
     # the pick reads validation only; the test split is evaluated afterwards, once per reported model
-    best = max(eligible, key=lambda c: (final[c.hash]["val_accuracy"], -c.cost))
+    best = pick_best(finalists, seed, {h: f["val_accuracy"] for h, f in final.items()}, cfg.max_drop)
     for c in {seed.hash: seed, best.hash: best}.values():
         final[c.hash]["test_accuracy"] = trainer.test_metric(final[c.hash]["module"])
     for f in final.values():
@@ -521,6 +526,25 @@ def _optimize(graph: Graph, out_dir: str | Path, cfg: OptimizeConfig, *, run_dir
     log(f"total {clock() - t_begin:.0f}s (budget {cfg.budget_seconds:.0f}s)")
     store.close()
     return result
+
+
+def pick_finalists(front: list[Candidate], seed: Candidate, k: int) -> list[Candidate]:
+    """The ``k`` front members that get the final training: the best-scored of those cheaper than the original
+    first (the job is a cheaper model), then the best-scored of the rest."""
+    others = sorted((c for c in front if c.hash != seed.hash), key=lambda c: -c.score)
+    cheaper = [c for c in others if c.cost < seed.cost]
+    return (cheaper + [c for c in others if c not in cheaper])[:k]
+
+
+def pick_best(finalists: list[Candidate], seed: Candidate, val: dict[str, float], max_drop: float) -> Candidate:
+    """The cheapest finalist whose validation metric is within ``max_drop`` of the original's (after the same
+    final training); if none is, the most accurate finalist that costs no more than the original (which may be
+    the original). Reads nothing but validation metrics and costs."""
+    ok = [c for c in finalists if c.cost < seed.cost and val[c.hash] >= val[seed.hash] - max_drop]
+    if ok:
+        return min(ok, key=lambda c: (c.cost, -val[c.hash]))
+    eligible = [c for c in finalists if c.cost <= seed.cost] or finalists
+    return max(eligible, key=lambda c: (val[c.hash], -c.cost))
 
 
 def _relax_fixed_batch(graph: Graph, splits, log: Callable[[str], None]) -> tuple[Graph, dict[str, list] | None]:
