@@ -61,11 +61,16 @@ def _draw(ax, graph: Graph, colors: dict[str, str], title: str, max_nodes: int) 
         d = depth[n.name]
         pos[n.name] = (col.get(d, 0), -d)
         col[d] = col.get(d, 0) + 1
+    from matplotlib.patches import FancyArrowPatch
+
     for n in nodes:
         for p in n.input_producers():
             if p.name in pos:
                 (x0, y0), (x1, y1) = pos[p.name], pos[n.name]
-                ax.plot([x0, x1], [y0, y1], c="#999", lw=0.7, zorder=1)
+                # an edge that skips levels (a residual) bends out of the column instead of hiding behind it
+                rad = 0.35 if abs(y0 - y1) > 1 and x0 == x1 else 0.0
+                ax.add_patch(FancyArrowPatch((x0, y0), (x1, y1), connectionstyle=f"arc3,rad={rad}",
+                                             arrowstyle="-", color="#999", lw=0.7, zorder=1))
     for n in nodes:
         x, y = pos[n.name]
         ax.text(x, y, n.op, ha="center", va="center", fontsize=7, zorder=2,
