@@ -261,7 +261,7 @@ def test_final_training_is_fitted_to_what_the_measured_search_leaves():
     # an epoch = 100 steps x 0.125 s = 12.5 s; validating a finalist 2 s, testing a model 4 s
     assert p.epoch_seconds() == pytest.approx(12.5)
     assert p.model_seconds(2.0) == pytest.approx(27.0)
-    closing = 2 * 2.0 + 2 * 4.0 + 0.02 * 1000.0
+    closing = 3 * 2.0 + 3 * 4.0 + 0.02 * 1000.0
     assert p._closing_s(2) == pytest.approx(closing)
     epochs, seconds = p.final_plan(1000.0 - closing - 2 * 10.0, 2)  # 10 s per finalist left
     assert seconds == pytest.approx(10.0) and epochs == pytest.approx(0.8)  # 10 / 12.5

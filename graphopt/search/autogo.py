@@ -441,6 +441,7 @@ def _optimize(graph: Graph, out_dir: str | Path, cfg: OptimizeConfig, *, run_dir
     splits = load_dataset(cfg.data, seed=cfg.seed, train_size=cfg.train_size, val_fraction=cfg.val_fraction)
     graph, relaxed = _relax_fixed_batch(graph.copy(), splits, log)  # a copy: the caller's weights stay as given
     _check_model_matches_data(graph, splits)
+    original = graph.copy()  # the final training writes into the seed candidate's graph
     trainer = Trainer(splits, cfg, teacher=graph)
     cost = _cost_fn(cfg.objective, cfg.target)
     try:  # the first check that the model trains on this data at all, before anything is written
@@ -491,7 +492,12 @@ def _optimize(graph: Graph, out_dir: str | Path, cfg: OptimizeConfig, *, run_dir
 
     def score_and_observe(g: Graph, parent):
         t = clock()
-        res = orig_score(g, parent)
+        try:
+            res = orig_score(g, parent)
+        except Exception as e:  # the store records it; the console says it too (the search goes on)
+            log(f"candidate failed ({type(e).__name__}: {e})" if parent is not None else
+                f"the original failed to train: {e}")
+            raise
         plan.observe(res, clock() - t)
         if parent is None:
             warning = chance_warning(res, splits.info, cfg.score_steps)
@@ -514,12 +520,18 @@ def _optimize(graph: Graph, out_dir: str | Path, cfg: OptimizeConfig, *, run_dir
     log(f"search: {len(evo.population)} candidates in {search_s:.0f}s; training {len(finalists)} finalists "
         f"({epochs:g} epochs each, identical recipe, at most {seconds:.0f}s each); picking on validation")
     final: dict[str, dict[str, Any]] = {}
+    as_given = Candidate(AS_GIVEN, original, seed.score, seed.cost)
+    # the original as the user gave it, untrained: a fine-tune must not make the model worse than that
+    final[AS_GIVEN] = trainer.final_train(original, epochs=0)
     for c in finalists:
         final[c.hash] = trainer.final_train(c.graph, epochs=epochs, seconds=seconds)
     # the pick reads validation only; the test split is evaluated afterwards, once per reported model
-    best = pick_best(finalists, seed, {h: f["val_accuracy"] for h, f in final.items()}, cfg.max_drop)
-    for c in {seed.hash: seed, best.hash: best}.values():
-        final[c.hash]["test_accuracy"] = trainer.test_metric(final[c.hash]["module"])
+    val = {h: f["val_accuracy"] for h, f in final.items()}
+    best = pick_best(finalists, seed, val, cfg.max_drop, as_given=val[AS_GIVEN])
+    if best.hash == seed.hash and val[AS_GIVEN] >= val[seed.hash]:
+        best = as_given  # the fine-tune did not help the original: hand back the original as given
+    for h in dict.fromkeys((AS_GIVEN, seed.hash, best.hash)):
+        final[h]["test_accuracy"] = trainer.test_metric(final[h]["module"])
     for f in final.values():
         f.pop("module", None)
     result = _write_outputs(out_dir, evo, front, seed, best, final, cfg, store, search_s, splits, relaxed)
@@ -536,11 +548,18 @@ def pick_finalists(front: list[Candidate], seed: Candidate, k: int) -> list[Cand
     return (cheaper + [c for c in others if c not in cheaper])[:k]
 
 
-def pick_best(finalists: list[Candidate], seed: Candidate, val: dict[str, float], max_drop: float) -> Candidate:
-    """The cheapest finalist whose validation metric is within ``max_drop`` of the original's (after the same
-    final training); if none is, the most accurate finalist that costs no more than the original (which may be
-    the original). Reads nothing but validation metrics and costs."""
-    ok = [c for c in finalists if c.cost < seed.cost and val[c.hash] >= val[seed.hash] - max_drop]
+#: the key of the original as given (untrained by graphopt) among the final results
+AS_GIVEN = "original-as-given"
+
+
+def pick_best(finalists: list[Candidate], seed: Candidate, val: dict[str, float], max_drop: float,
+              as_given: float | None = None) -> Candidate:
+    """The cheapest finalist whose validation metric is within ``max_drop`` of the original's (the better of the
+    original after the same final training and, when given, the original as given); if none is, the most
+    accurate finalist that costs no more than the original (which may be the original). Reads nothing but
+    validation metrics and costs."""
+    ref = max(val[seed.hash], as_given if as_given is not None else -1.0)
+    ok = [c for c in finalists if c.cost < seed.cost and val[c.hash] >= ref - max_drop]
     if ok:
         return min(ok, key=lambda c: (c.cost, -val[c.hash]))
     eligible = [c for c in finalists if c.cost <= seed.cost] or finalists
@@ -672,11 +691,12 @@ class BudgetPlanner:
         return self._distill_s() + self.epoch_seconds() * epochs + self._eval_s(self.n_val)
 
     def _closing_s(self, n_final: int) -> float:
-        """The least the end needs: validating the finalists, testing two models, writing the outputs."""
-        return n_final * self._eval_s(self.n_val) + 2 * self._eval_s(self.n_test) + 0.02 * self.budget
+        """The least the end needs: validating the finalists and the original as given, testing three models
+        (the original as given, its control and the pick), writing the outputs."""
+        return (n_final + 1) * self._eval_s(self.n_val) + 3 * self._eval_s(self.n_test) + 0.02 * self.budget
 
     def final_reserve(self, n_final: int) -> float:
-        want = n_final * self.model_seconds(self.final_epochs) + 2 * self._eval_s(self.n_test)
+        want = n_final * self.model_seconds(self.final_epochs) + self._closing_s(n_final)
         return max(self._closing_s(n_final), min(want, self.final_share * self.budget))
 
     def keep_searching(self, now: float, n_children: int, n_final: int) -> bool:
@@ -804,15 +824,19 @@ def _write_outputs(out_dir: Path, evo: ParetoEvolution, front: list[Candidate], 
         return txt
 
     summary = {
-        "original": line(seed, fs, facts["original"], None),
+        "original as given": line(seed, final[AS_GIVEN], facts["original"], None) if AS_GIVEN in final else None,
+        "original": line(seed, fs, facts["original"], None) + " (after the same final fine-tune: the control)",
         "best": line(best, fb, facts["best"], facts["original"]),
         "candidates scored": len(evo.population), "search time (s)": f"{search_s:.0f}", "ranker": cfg.ranker,
         "recipe": cfg.recipe, "dataset": cfg.data, "mutations tried": evo.stats["mutations"],
         "selection": "by validation accuracy; test evaluated once, for this report",
     }
-    if best.hash == seed.hash:
-        summary["note"] = ("no candidate beat the original on validation at equal or lower cost; best.onnx is the "
-                           "original after the same final fine-tune")
+    summary = {k: v for k, v in summary.items() if v is not None}
+    if best.hash in (seed.hash, AS_GIVEN):
+        which = ("as given" if best.hash == AS_GIVEN
+                 else "after the same final fine-tune (it beat the original as given)")
+        summary["note"] = (f"no cheaper candidate came within --max-drop of the original on validation; best.onnx "
+                           f"is the original {which}")
     if evo.screen is not None:
         st = evo.screen.stats
         summary["PO-NAS screen"] = (f"{evo.stats['screened_out']} proposals not trained; pool {st.pool}, "
