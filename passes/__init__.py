@@ -14,6 +14,7 @@ from . import (  # noqa: F401
     fuse_patterns,
     fusion,
     opset,
+    reinsert_batch_norm,
     relax_batch,
     shapes,
 )

@@ -241,3 +241,34 @@ def distill_regions(teacher: Graph, child: Graph, data: ArrayDataset, *, steps: 
                 child.constants[name].const = v.const
     rep.seconds = time.perf_counter() - t0
     return rep
+
+
+@torch.no_grad()
+def activation_stats(graph: Graph, names: list[str], data: ArrayDataset, *, batches: int = 8, batch_size: int = 64,
+                     seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per-channel (mean, variance) over batch and space of the NCHW activations ``names`` of ``graph`` on
+    ``batches`` training batches (no augmentation): what a re-inserted BatchNorm must start from."""
+    from ..backends.torch import to_torch
+
+    if not names:
+        return {}
+    mod = to_torch(_with_outputs(graph, names)).eval()
+    s1: dict[str, torch.Tensor] = {}
+    s2: dict[str, torch.Tensor] = {}
+    cnt: dict[str, int] = {}
+    for i, (xb, _) in enumerate(BatchLoader(data, batch_size, shuffle=True, seed=seed)):
+        if i >= batches:
+            break
+        outs = mod(xb)
+        outs = outs if isinstance(outs, list | tuple) else (outs,)
+        for n, a in zip(names, outs, strict=True):
+            a = a.double().transpose(0, 1).reshape(a.shape[1], -1)
+            s1[n] = s1.get(n, 0) + a.sum(1)
+            s2[n] = s2.get(n, 0) + (a * a).sum(1)
+            cnt[n] = cnt.get(n, 0) + a.shape[1]
+    out = {}
+    for n in names:
+        mu = s1[n] / cnt[n]
+        var = (s2[n] / cnt[n] - mu * mu).clamp_min(0)
+        out[n] = (mu.float().numpy(), var.float().numpy())
+    return out

@@ -442,6 +442,7 @@ def _optimize(graph: Graph, out_dir: str | Path, cfg: OptimizeConfig, *, run_dir
     graph, relaxed = _relax_fixed_batch(graph.copy(), splits, log)  # a copy: the caller's weights stay as given
     _check_model_matches_data(graph, splits)
     original = graph.copy()  # the final training writes into the seed candidate's graph
+    bn_reinserted = _reinsert_folded_batch_norm(graph, splits, cfg, log)
     trainer = Trainer(splits, cfg, teacher=graph)
     cost = _cost_fn(cfg.objective, cfg.target)
     try:  # the first check that the model trains on this data at all, before anything is written
@@ -534,7 +535,8 @@ def _optimize(graph: Graph, out_dir: str | Path, cfg: OptimizeConfig, *, run_dir
         final[h]["test_accuracy"] = trainer.test_metric(final[h]["module"])
     for f in final.values():
         f.pop("module", None)
-    result = _write_outputs(out_dir, evo, front, seed, best, final, cfg, store, search_s, splits, relaxed)
+    result = _write_outputs(out_dir, evo, front, seed, best, final, cfg, store, search_s, splits, relaxed,
+                            fold_bn=bn_reinserted)
     log(f"total {clock() - t_begin:.0f}s (budget {cfg.budget_seconds:.0f}s)")
     store.close()
     return result
@@ -564,6 +566,27 @@ def pick_best(finalists: list[Candidate], seed: Candidate, val: dict[str, float]
         return min(ok, key=lambda c: (c.cost, -val[c.hash]))
     eligible = [c for c in finalists if c.cost <= seed.cost] or finalists
     return max(eligible, key=lambda c: (val[c.hash], -c.cost))
+
+
+def _reinsert_folded_batch_norm(graph: Graph, splits, cfg: OptimizeConfig, log: Callable[[str], None]) -> bool:
+    """A CNN whose exporter folded its BatchNorms gets them back, calibrated to keep its function, so that the
+    fine-tunes stay stable (:mod:`graphopt.passes.reinsert_batch_norm`); True when it did. Only for recipes that
+    start from the user's weights, and only when the graph has no BatchNorm at all (the folded signature)."""
+    from graphopt.passes.reinsert_batch_norm import folded_convs, insert_batch_norms
+
+    if cfg.recipe == "scratch" or any(n.op == "batch_norm" for n in graph.nodes):
+        return False
+    convs = folded_convs(graph)
+    if len(convs) < 2:
+        return False
+    from ..eval.distill import activation_stats
+
+    names = [n.outputs[0].name for n in convs]
+    added = insert_batch_norms(graph, activation_stats(graph, names, splits.train, seed=cfg.seed))
+    log(f"the model has no BatchNorm (folded into its convolutions by the exporter): {len(added)} BatchNorm layers "
+        f"re-inserted, calibrated to keep its function, so that fine-tuning stays stable; best.onnx folds them "
+        f"back")
+    return True
 
 
 def _relax_fixed_batch(graph: Graph, splits, log: Callable[[str], None]) -> tuple[Graph, dict[str, list] | None]:
@@ -778,27 +801,38 @@ def _onnx_with_metadata(graph: Graph, original_shapes: dict[str, list] | None, i
     return model, meta
 
 
+def _deployable(graph: Graph, fold_bn: bool) -> Graph:
+    """The graph as it is handed back: BatchNorms that graphopt re-inserted are folded again."""
+    if not fold_bn:
+        return graph
+    from ..pass_manager import run_pipeline
+
+    return run_pipeline(graph.copy(), "fuse-conv-bn,dce", verify_ir=False).graph
+
+
 def _write_outputs(out_dir: Path, evo: ParetoEvolution, front: list[Candidate], seed: Candidate,
                    best: Candidate, final: dict[str, dict[str, Any]], cfg: OptimizeConfig, store,
-                   search_s: float, splits=None, original_shapes: dict[str, list] | None = None) -> dict[str, Any]:
+                   search_s: float, splits=None, original_shapes: dict[str, list] | None = None,
+                   fold_bn: bool = False) -> dict[str, Any]:
     from ..modelio import save_model
     from .report import write_report
 
     out_dir.mkdir(parents=True, exist_ok=True)
     info = splits.info if splits is not None else None
     fin_b = final[best.hash]
-    model, meta = _onnx_with_metadata(best.graph, original_shapes, info, {
+    best_out = _deployable(best.graph, fold_bn)
+    model, meta = _onnx_with_metadata(best_out, original_shapes, info, {
         "val_accuracy": fin_b.get("val_accuracy"), "test_accuracy": fin_b.get("test_accuracy"), "data": cfg.data})
     atomic_write_bytes(out_dir / "best.onnx", model.SerializeToString())
     written = [out_dir / "best.onnx"]
     for suffix in (".pt", ".py"):
-        written += save_model(best.graph, out_dir / f"best{suffix}")
+        written += save_model(best_out, out_dir / f"best{suffix}")
 
     def row(c: Candidate) -> dict[str, Any]:
         return {"hash": c.hash, "parent": c.parent, "score": c.score, "cost": c.cost, "nodes": len(c.graph),
                 "lineage": c.lineage, **final.get(c.hash, {})}
 
-    facts = {"original": _model_facts(seed.graph), "best": _model_facts(best.graph)}
+    facts = {"original": _model_facts(_deployable(seed.graph, fold_bn)), "best": _model_facts(best_out)}
     points = [row(c) for c in evo.population.values()]
     front_rows = [row(c) for c in front]
     doc = {"objective": cfg.objective, "cost_unit": {"flops": "FLOPs"}.get(cfg.objective, "ms"),
