@@ -22,6 +22,9 @@ from graphopt.errors import GraphoptError
 runner = CliRunner()
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread (tests/conftest.py)
+
+
 class ViewHead(nn.Module):
     """conv-bn-relu-pool, then ``x.view(1, 128)``: the batch is baked into the classifier's Reshape."""
 
@@ -75,14 +78,6 @@ def ort_per_chunk(path: str, x: np.ndarray, fixed: int) -> np.ndarray:
     """The exported file in onnxruntime, ``fixed`` samples at a time (its own batch), outputs concatenated."""
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     return np.concatenate([sess.run(None, {"x": x[i:i + fixed]})[0] for i in range(0, len(x), fixed)])
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,9 @@ runner = CliRunner()
 BATCH = 16
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread (tests/conftest.py)
+
+
 def conv_net() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(
@@ -40,15 +43,6 @@ def token_net() -> nn.Module:
     """Embedding -> Linear -> ReLU -> Linear over (B, L) token ids: Linear on 3-D inputs lowers to transpose+matmul."""
     torch.manual_seed(1)
     return nn.Sequential(nn.Embedding(64, 16), nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 64, bias=False)).eval()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: one intra-op thread is faster than two on a shared machine (and leaves a core free)."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
 
 
 @pytest.fixture(scope="module")
