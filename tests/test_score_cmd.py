@@ -290,3 +290,13 @@ def test_nwot_of_an_onnx_model_with_decomposed_activations_equals_the_module(tmp
     want = proxies.compute("nwot", net, x, seed=0)
     assert close(json.loads(res.stdout)["nwot"], want.score)
     assert len(proxies.compute("nwot", GraphProxyNet(g), x, seed=0).per_layer) == 2  # one code per activation
+
+
+def test_device_option_runs_on_cpu_and_refuses_a_missing_gpu(conv_model):
+    _, _, path = conv_model
+    cpu = score_json(path, "--proxy", "synflow", "--device", "cpu")
+    auto = score_json(path, "--proxy", "synflow")
+    if not torch.cuda.is_available():
+        assert cpu["synflow"] == auto["synflow"]
+        bad = runner.invoke(app, ["score", str(path), "--proxy", "synflow", "--device", "cuda"])
+        assert bad.exit_code == 2 and "no CUDA GPU" in bad.output

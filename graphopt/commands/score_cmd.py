@@ -59,13 +59,14 @@ def _finite(v: float) -> float | None:
 
 
 def compute_scores(graph: Any, names: list[str], data: str | None, batch: int, seed: int,
-                   errors: dict[str, str] | None = None) -> tuple[dict, Any, Any]:
+                   errors: dict[str, str] | None = None, device: str = "cpu") -> tuple[dict, Any, Any]:
     """``({name: ProxyResult}, GraphProxyNet, ProxyBatch)`` for ``graph`` (one shared batch for all proxies);
-    with ``errors`` a proxy that cannot be computed is reported there instead of raising."""
+    with ``errors`` a proxy that cannot be computed is reported there instead of raising. The proxies run where
+    the module is (``device``; the batch follows it)."""
     from ..predictors.proxies.passes import GraphProxyNet, proxy_batch, score_graph
 
     pb = proxy_batch(graph, data, batch, seed)
-    net = GraphProxyNet(graph)
+    net = GraphProxyNet(graph).to(device)
     return score_graph(graph, names, pb, seed=seed, net=net, errors=errors), net, pb
 
 
@@ -206,6 +207,7 @@ def register(app: typer.Typer) -> None:
                                                       ".npz). Default: cifar10-demo for image models, seeded "
                                                       "random inputs otherwise.")] = None,
         batch: Annotated[int, typer.Option(help="Minibatch size.")] = 64,
+        device: Annotated[str, typer.Option(help="auto (a CUDA GPU when PyTorch sees one), cpu or cuda.")] = "auto",
         seed: Annotated[int, typer.Option(help="Seed of the minibatch and of the proxies' randomness.")] = 0,
         as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object {proxy: score} on stdout "
                                                              "(non-finite scores as null).")] = False,
@@ -224,7 +226,9 @@ def register(app: typer.Typer) -> None:
         # 'all' means every proxy that applies: one undefined for this model (NASWOT without ReLUs, a proxy
         # needing labels on random inputs) is reported as null with a warning instead of failing the rest
         errors: dict[str, str] | None = {} if proxy.strip() == "all" else None
-        results, _, pb = compute_scores(g, names, data, batch, seed, errors)
+        from ..search.autogo import resolve_device
+
+        results, _, pb = compute_scores(g, names, data, batch, seed, errors, device=resolve_device(device))
         console.print(f"proxy inputs: {pb.source}" + (f"; {pb.note}" if pb.note else "") +
                       f" ({time.perf_counter() - t0:.1f} s)", highlight=False, markup=False)
         for n, why in (errors or {}).items():
