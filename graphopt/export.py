@@ -7,8 +7,14 @@ MatMul merging, Pad fusion, LayerNorm/Softmax fusion, constant de-duplication) -
 against the original. With ``target`` it also binds static shapes, legalizes the graph for the profile, quantizes
 to INT8 QDQ (or converts to fp16), measures top-1 agreement, and lists every remaining violation.
 
+With a target, every node is placed (:mod:`graphopt.npu.placement`): on the NPU when it meets the profile, on
+the host when it still violates it after legalization; the model is written and the report leads with the
+placement summary. ``strict=True`` refuses instead (only the report is written). After INT8 quantization the
+int8 outputs are compared with fp32 on held-out samples, and a model below ``min_agreement`` (top-1 agreement
+of classifiers; ``min_cosine`` mean cosine for other outputs) is refused too; ``min_agreement=0`` only warns.
+
 Nothing half-written lands on disk: the model and the report are written (atomically) only after every step
-succeeded; with violations left and ``allow_violations=False`` only the report is written.
+succeeded; a refused model leaves only its report.
 """
 
 from __future__ import annotations
@@ -57,6 +63,22 @@ def default_pipeline(opset: int = 18, profile: Any = None) -> str:
             f"({','.join(fusions)},canonicalize,{fold},dedup-constants,cse,dce)*,convert-opset[opset={opset}]")
 
 
+def _progress_fn(progress: Any) -> Any:
+    """``progress(msg, done, total)``; a callback that takes only ``msg`` (the older form) gets only that."""
+    import inspect
+
+    if progress is None:
+        return lambda msg, done=None, total=None: None
+    try:
+        params = inspect.signature(progress).parameters.values()
+        takes3 = any(p.kind is p.VAR_POSITIONAL for p in params) or len(list(params)) >= 3
+    except (TypeError, ValueError):
+        takes3 = False
+    if takes3:
+        return lambda msg, done=None, total=None: progress(msg, done, total)
+    return lambda msg, done=None, total=None: progress(msg if done is None else f"{msg} {done}/{total}")
+
+
 def report_paths(output: Path) -> tuple[Path, Path]:
     """``out.onnx`` -> ``out.report.md``, ``out.report.json``."""
     stem = output.with_suffix("")
@@ -71,7 +93,11 @@ def export_model(
     calib: str | None = None,
     input_shapes: dict[str, list[int | str]] | list[str] | None = None,
     opset: int | None = None,
-    allow_violations: bool = False,
+    allow_violations: bool | None = None,
+    strict: bool = False,
+    min_agreement: float | None = None,
+    min_cosine: float | None = None,
+    calib_memory_mb: int | None = None,
     verify: bool = True,
     print_after: set[str] | None = None,
     pass_modules: list[str] | None = None,
@@ -86,18 +112,36 @@ def export_model(
 
     ``pass_modules`` (``pkg.mod:fn`` or ``pkg.mod``) are loaded and their passes run after the optimization
     pipeline, before legalization. Raises :class:`GraphoptError`/``PassError`` for bad input or a failing pass
-    (nothing written); returns the report otherwise (``report.ok`` is False when violations remain or the fp32
-    check failed).
+    (nothing written); returns the report otherwise. ``report.ok`` is False (and ``report.exit_code`` non-zero)
+    when the fp32 check failed, when ``strict`` and some node violates the target, or when the int8 model is
+    below the quality gate (``min_agreement`` top-1 agreement for classifiers, default 0.9; ``min_cosine`` mean
+    cosine similarity for other outputs, default 0.95; ``min_agreement=0`` turns the gate off with a warning).
+    ``allow_violations`` is the old opt-in to writing despite violations, now the default; it conflicts with
+    ``strict``. ``calib_memory_mb`` bounds the intermediate tensors calibration holds at once (default 256).
     """
     from .ir.verify import verify as verify_ir
     from .modelio import is_python_spec, load_model
+    from .npu import memory
     from .npu.profiles import load_profile
+    from .npu.quantize import CALIB_MEMORY_DEFAULT, MIN_AGREEMENT_DEFAULT, MIN_COSINE_DEFAULT
     from .pass_api import load_pass_module
     from .pass_manager import PassManager
 
     t0 = time.perf_counter()
-    say = progress or (lambda msg: None)
+    memory.reset_peak()
+    say = _progress_fn(progress)
     output = Path(output)
+    if strict and allow_violations:
+        raise GraphoptError("--strict and --allow-violations contradict each other: --strict refuses a model with "
+                            "host-placed nodes, --allow-violations writes it (the default); pass one")
+    gate = {"min_agreement": MIN_AGREEMENT_DEFAULT if min_agreement is None else float(min_agreement),
+            "min_cosine": MIN_COSINE_DEFAULT if min_cosine is None else float(min_cosine)}
+    if not 0 <= gate["min_agreement"] <= 1 or not -1 <= gate["min_cosine"] <= 1:
+        raise GraphoptError(f"--min-agreement {gate['min_agreement']} / --min-cosine {gate['min_cosine']}: "
+                            f"choose 0..1 (0 turns the int8 quality gate off)")
+    calib_memory = CALIB_MEMORY_DEFAULT if calib_memory_mb is None else int(calib_memory_mb) << 20
+    if calib_memory < 1 << 20:
+        raise GraphoptError(f"--calib-memory {calib_memory_mb}: give at least 1 (MB)")
     if output.suffix.lower() != ".onnx":
         raise GraphoptError(f"-o {output}: export writes ONNX; give a path ending in .onnx")
     profile = load_profile(target) if target else None
@@ -134,7 +178,7 @@ def export_model(
     orig_graph = graph.copy()
     io_names = [v.name for v in graph.outputs]
     rep = ExportReport(model=label, output=str(output), target=profile.name if profile else None,
-                       profile=profile.summary() if profile else None, opset=export_opset)
+                       profile=profile.summary() if profile else None, opset=export_opset, strict=bool(strict))
     rep.nodes_before = len(graph)
     if is_onnx_file:
         import onnx
@@ -162,7 +206,7 @@ def export_model(
         from .npu.legalize import legalize
 
         say(f"legalizing for {profile.name}")
-        lr = legalize(graph, profile)
+        lr = legalize(graph, profile, progress=lambda i, n: say(f"legalizing for {profile.name}", i, n))
         verify_ir(graph)
         rep.rewrites = [r.to_dict() for r in lr.rewrites]
         rep.violations = [v.to_dict() for v in lr.violations]
@@ -181,12 +225,28 @@ def export_model(
         raise GraphoptError(f"{label}: more than {EXTERNAL_DATA_THRESHOLD / 1024**3:.1f} GB of weights; "
                             f"{profile.name} needs {profile.activation_dtype} conversion, which graphopt does not do "
                             f"for models past protobuf's 2 GB limit. Export without --target (fp32, external data)")
+    if profile is not None and profile.quantized and not any(n.op == "quantize_linear" for n in graph.nodes):
+        # before any of the expensive steps: will calibration fit in memory, and if not, what to lower
+        est = memory.estimate_int8(graph, min(calib_samples, 512), calib_memory)
+        rep.memory.update({"estimate_mb": round((memory.current_rss() + est["estimate"]) / memory.MB),
+                           "available_mb": None if est["available"] is None else round(
+                               (memory.current_rss() + est["available"]) / memory.MB),
+                           "weights_mb": round(est["weights"] / memory.MB, 1),
+                           "activations_per_sample_mb": round(est["activations_per_sample"] / memory.MB, 2),
+                           "calib_memory_mb": calib_memory >> 20})
+        if not est["fits"]:
+            raise GraphoptError(
+                f"{label}: INT8 export would need about {rep.memory['estimate_mb']} MB (weights "
+                f"{rep.memory['weights_mb']:.0f} MB held ~{memory.WEIGHT_COPIES:.0f}x, "
+                f"{rep.memory['activations_per_sample_mb']:.0f} MB of intermediates per calibration sample x "
+                f"{est['chunk']} per chunk) but about {rep.memory['available_mb']} MB is available: "
+                f"{est['advice']}")
     output.parent.mkdir(parents=True, exist_ok=True)
     stash = tempfile.TemporaryDirectory(prefix=".graphopt-export-", dir=output.parent) if big else None
     try:
         return _emit_check_write(graph, output, rep, profile, stash, export_opset, calib, calib_samples,
-                                 eval_samples, bias_correction, allow_violations, verify, latency_runs, label,
-                                 model if is_onnx_file else None, orig_graph, say, t0)
+                                 eval_samples, bias_correction, bool(strict), gate, calib_memory, verify,
+                                 latency_runs, label, model if is_onnx_file else None, orig_graph, say, t0)
     finally:
         if stash is not None:
             stash.cleanup()
@@ -194,8 +254,8 @@ def export_model(
 
 def _emit_check_write(graph: Graph, output: Path, rep: ExportReport, profile: Any, stash: Any, export_opset: int,
                       calib: str | None, calib_samples: int, eval_samples: int, bias_correction: bool,
-                      allow_violations: bool, verify: bool, latency_runs: int, label: str, onnx_path: Any,
-                      orig_graph: Graph, say: Any, t0: float) -> ExportReport:
+                      strict: bool, gate: dict[str, float], calib_memory: int, verify: bool, latency_runs: int,
+                      label: str, onnx_path: Any, orig_graph: Graph, say: Any, t0: float) -> ExportReport:
     """Emit ONNX, check it against the original, quantize for the target, time it and write it (atomically).
 
     ``stash`` is a temporary folder for models past 2 GB (None otherwise): ``fp32_file`` is then the path every
@@ -221,11 +281,12 @@ def _emit_check_write(graph: Graph, output: Path, rep: ExportReport, profile: An
         say("checking fp32 numerics")
         approx = sorted({r["legalizer"] for r in rep.rewrites if r.get("approximate")})
         rep.fp32 = _fp32_check(onnx_path if onnx_path is not None else orig_graph, fp32_file, graph, eval_data,
-                               approx)
+                               approx, say)
         if not rep.fp32["ok"]:
             rep.ok = False
             rep.status = "verify-failed"
     final = fp32_model
+    islands: list[tuple[str, str]] = []
     if profile is not None and profile.quantized and prequantized:
         from .npu.quantize import float_islands
 
@@ -234,11 +295,22 @@ def _emit_check_write(graph: Graph, output: Path, rep: ExportReport, profile: An
                             "quantize_nodes": prequantized, "float_islands": islands}
         _flag_islands(rep, profile, islands)
     elif profile is not None and profile.quantized:
-        from .npu.quantize import agreement, float_islands, quantize_qdq
+        from .npu.quantize import agreement, float_islands, quality_gate, quantize_qdq
 
-        say("quantizing (QDQ int8)")
         assert calib_data is not None and eval_data is not None
-        final = quantize_qdq(fp32_model, calib_data, profile, bias_correction=bias_correction)
+        qstats: dict[str, Any] = {}
+
+        def qsay(msg: str, done: int | None = None, total: int | None = None) -> None:
+            # onnxruntime quantizes right after the last calibration sample, without telling us
+            say(msg, done, total)
+            if msg == "calibrating" and done == total:
+                say("quantizing (onnxruntime QDQ)")
+
+        final = quantize_qdq(fp32_model, calib_data, profile, bias_correction=bias_correction,
+                             calib_memory=calib_memory, progress=qsay, stats=qstats)
+        rep.memory.update({"calibration_chunk": qstats.get("calibration_chunk"),
+                           "measured_activations_per_sample_mb": round(
+                               qstats.get("activation_bytes_per_sample", 0) / (1 << 20), 2)})
         islands = float_islands(final)
         q = {"format": "QDQ", "activation_dtype": profile.activation_dtype, "weight_dtype": profile.weight_dtype,
              "per_channel": profile.per_channel, "calibration": calib_data.source,
@@ -248,26 +320,45 @@ def _emit_check_write(graph: Graph, output: Path, rep: ExportReport, profile: An
              "outputs": "dequantized int8 result (no output re-quantization)",
              "calibration_samples": len(calib_data), "evaluation": eval_data.source,
              "evaluation_samples": len(eval_data)}
-        q.update(agreement(fp32_model, final, eval_data))
+        q.update(agreement(fp32_model, final, eval_data, progress=say))
         q["float_islands"] = islands
         rep.quantization = q
         _flag_islands(rep, profile, islands)
+        rep.quality = quality_gate(q, gate["min_agreement"], gate["min_cosine"])
+        tips = ["calibrate on real data (--calib cifar10, an image folder or an .npz)"] if calib_data.random else []
+        if len(calib_data) < 512:
+            tips.append(f"more --calib-samples (used {len(calib_data)})")
+        if not bias_correction:
+            tips.append("--bias-correction")
+        rep.quality["advice"] = ", ".join(tips + ["or --min-agreement 0 to write it anyway"])
+        if rep.quality["below"] and not rep.quality["enforced"]:
+            rep.warnings.insert(0, f"INT8 QUALITY GATE OFF: {_quality_line(rep.quality)}, below the default "
+                                   f"{rep.quality['threshold']:g}: the int8 model is written but it is not a faithful "
+                                   f"copy of the fp32 model")
     elif profile is not None and profile.activation_dtype == "fp16":
         from .npu.quantize import to_fp16
 
         final = to_fp16(fp32_model)
     rep.ops_after = onnx_histogram(final)
     rep.nodes_after = len(final.graph.node)
+    if profile is not None:
+        from .npu.placement import place
+
+        pl = place(graph, profile, rep.violations, islands)
+        rep.placement = pl.to_dict()
 
     if latency_runs > 0:
         say("measuring onnxruntime latency")
         rep.latency = _latency(onnx_path, orig_graph, final if stash is None else fp32_file, eval_data, export_opset,
                                latency_runs)
 
-    if rep.violations and not allow_violations:
-        rep.ok = False
-        rep.status = "violations"
-    rep.seconds = time.perf_counter() - t0
+    if rep.ok and rep.violations and strict:
+        rep.ok, rep.status = False, "violations"
+    elif rep.ok and rep.quality is not None and not rep.quality["passed"]:
+        rep.ok, rep.status = False, "quality-failed"
+    elif rep.ok and rep.placement and rep.placement["host_nodes"]:
+        rep.status = "host-fallback"
+    rep.exit_code = {"verify-failed": 1, "violations": 3, "quality-failed": 3}.get(rep.status, 0)
 
     # ------------------------------------------------------------------------------------------- write
     from .ir.serialize import atomic_write_bytes
@@ -281,14 +372,26 @@ def _emit_check_write(graph: Graph, output: Path, rep: ExportReport, profile: An
     elif rep.ok:
         data = final.SerializeToString()
         atomic_write_bytes(output, data)
+        del data
         rep.written.append(str(output))
     rep.written += [str(md), str(js)]
+    from .npu import memory
+
+    rep.memory["peak_rss_mb"] = round(memory.peak_rss() / memory.MB)
+    rep.seconds = time.perf_counter() - t0
     atomic_write_bytes(js, rep.to_json().encode())
     atomic_write_bytes(md, rep.to_markdown().encode())
     return rep
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+def _quality_line(q: dict[str, Any]) -> str:
+    what = "top-1 agreement" if q["metric"] == "top1_agreement" else "mean cosine similarity"
+    val = "n/a" if q["value"] is None else (f"{q['value']:.1%}" if q["metric"] == "top1_agreement"
+                                            else f"{q['value']:.3f}")
+    return f"int8 {what} with fp32 is {val} on {q['samples']} held-out samples"
+
+
 def _flag_islands(rep: ExportReport, profile: Any, islands: list[tuple[str, str]]) -> None:
     """Ops left in float after quantization run on the host: a violation or a warning, as the profile says."""
     if not islands or profile.float_fallback == "allow":
@@ -340,7 +443,8 @@ def _calibration_sets(calib: str | None, graph: Graph, n_calib: int, n_eval: int
     return c, e
 
 
-def _fp32_check(reference: Any, fp32_model: Any, graph: Graph, data: Any, approximate: list[str]) -> dict[str, Any]:
+def _fp32_check(reference: Any, fp32_model: Any, graph: Graph, data: Any, approximate: list[str],
+                say: Any = None) -> dict[str, Any]:
     """``approximate``: the approximate rewrites legalization made; they are held to ``APPROX_RTOL`` instead of
     the ``RTOL`` that ``convert`` and every exact export use."""
     from .compare import APPROX_RTOL, ATOL, RTOL, prepare_model, random_inputs
@@ -371,14 +475,19 @@ def _fp32_check(reference: Any, fp32_model: Any, graph: Graph, data: Any, approx
                 source += " (symbolic dims = 1)"
     from .compare import run_model
 
-    ref_outs = [run_model(reference, [np.asarray(x) for x in inputs]) for inputs in inputs_list]
+    say = say or (lambda msg, done=None, total=None: None)
+    ref_outs = []
+    for i, inputs in enumerate(inputs_list):
+        say("checking fp32 numerics (original)", i, len(inputs_list))
+        ref_outs.append(run_model(reference, [np.asarray(x) for x in inputs]))
     scale = max((float(np.max(np.abs(o))) for outs in ref_outs for o in outs
                  if o.size and np.issubdtype(o.dtype, np.number)), default=0.0)
     del reference
     fp32_model = prepare_model(fp32_model)
     # errors relative to each output's scale (graphopt.compare.verify)
     worst_abs, worst, ok = 0.0, None, True
-    for inputs, outs in zip(inputs_list, ref_outs, strict=True):
+    for i, (inputs, outs) in enumerate(zip(inputs_list, ref_outs, strict=True)):
+        say("checking fp32 numerics (exported)", i, len(inputs_list))
         r = numeric_verify(None, fp32_model, inputs, rtol=rtol, reference_outputs=outs)
         worst_abs = max([worst_abs] + [d.max_abs for d in r.outputs])
         w = r.worst

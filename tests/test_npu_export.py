@@ -436,20 +436,30 @@ def test_fp16_target_converts_weights(zoo_onnx, tmp_path):
 
 # ---------------------------------------------------------------------------------------- export (CLI)
 def test_cli_exit_codes_and_nothing_half_written(zoo_onnx, tmp_path, monkeypatch):
+    # --strict keeps the old refusal: exit 3, the violation list, only the report written
     out = tmp_path / "mlp_edge.onnx"
     r = runner.invoke(app, ["export", zoo_onnx["mlp_gelu"], "-o", str(out), "--target", "edgetpu-like",
-                            "--calib", "random", "--latency-runs", "0"])
-    assert r.exit_code == 1, r.output
+                            "--calib", "random", "--latency-runs", "0", "--strict"])
+    assert r.exit_code == 3, r.output
     assert not out.exists() and report_paths(out)[1].exists()
     doc = json.loads(report_paths(out)[1].read_text())
-    assert doc["status"] == "violations" and doc["violations"]
+    assert doc["status"] == "violations" and doc["exit_code"] == 3 and doc["strict"] and doc["violations"]
     assert {"node", "op", "rule", "detail"} <= set(doc["violations"][0])
     assert {(v["op"], v["rule"]) for v in doc["violations"]} >= {("LayerNormalization", "op-not-supported")}
     assert ("Erf", "op-not-supported") not in {(v["op"], v["rule"]) for v in doc["violations"]}  # tanh approx
-    assert "LayerNormalization" in r.output and "violation" in r.output
+    assert "LayerNormalization" in r.output and "violation" in r.output and "--strict" in r.output
+    # by default the model is written with the LayerNorm placed on the host (and --allow-violations still works)
+    for extra in ([], ["--allow-violations"]):
+        r = runner.invoke(app, ["export", zoo_onnx["mlp_gelu"], "-o", str(out), "--target", "edgetpu-like",
+                                "--calib", "random", "--latency-runs", "0", *extra])
+        assert r.exit_code == 0 and out.exists(), r.output
+        doc = json.loads(report_paths(out)[1].read_text())
+        assert doc["status"] == "host-fallback" and doc["exit_code"] == 0
+        assert [h["op"] for h in doc["placement"]["host_nodes"]] == ["LayerNormalization"]
+        assert r.output.index("placement:") < r.output.index("fp32 check")  # the summary leads
     r = runner.invoke(app, ["export", zoo_onnx["mlp_gelu"], "-o", str(out), "--target", "edgetpu-like",
-                            "--calib", "random", "--latency-runs", "0", "--allow-violations"])
-    assert r.exit_code == 0 and out.exists()
+                            "--calib", "random", "--latency-runs", "0", "--strict", "--allow-violations"])
+    assert r.exit_code == 2 and "contradict" in r.output
 
     r = runner.invoke(app, ["export", zoo_onnx["resnet20"], "-o", str(tmp_path / "x.onnx"), "-t", "npu9000"])
     assert r.exit_code == 2 and "unknown target profile 'npu9000'" in r.output and "generic-npu-int8" in r.output

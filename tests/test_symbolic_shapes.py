@@ -179,8 +179,8 @@ def test_hugging_face_bert_exported_by_torch_onnx_loads_runs_and_quantizes(tmp_p
         warnings.simplefilter("ignore")
         rep = export_model(path, out, target="generic-npu-int8", calib=str(calib), input_shapes={
                            "input_ids": [1, 12], "attention_mask": [1, 12]}, allow_violations=True,
-                           calib_samples=16, eval_samples=16, latency_runs=0)
-    assert out.exists() and rep.quantization["top1_agreement"] >= 0.75
+                           calib_samples=16, eval_samples=16, latency_runs=0, min_agreement=0.75)
+    assert out.exists() and rep.quantization["top1_agreement"] >= 0.75  # a tiny random-init BERT: gate at 0.75
     assert rep.quantization["calibration_method"].startswith("minmax")
     q = onnx.load(str(out))
     assert sum(n.op_type == "QuantizeLinear" for n in q.graph.node) > 10

@@ -62,8 +62,10 @@ def _accepted(node: Node, profile: Profile) -> bool:
     return opdef.onnx is not None and profile.allows(opdef.onnx)
 
 
-def node_latency_us(node: Node, profile: Profile) -> tuple[float, bool]:
-    """(estimated microseconds, runs on the NPU) for one node of a statically shaped graph."""
+def node_latency_us(node: Node, profile: Profile, on_npu: bool | None = None) -> tuple[float, bool]:
+    """(estimated microseconds, runs on the NPU) for one node of a statically shaped graph. ``on_npu`` overrides
+    where it runs (a placement that sends a node with a violated limit to the host); by default a node runs on
+    the NPU when the profile accepts its op."""
     from ..ir.cost import node_cost
     from ..ir.registry import get_op
 
@@ -74,7 +76,7 @@ def node_latency_us(node: Node, profile: Profile) -> tuple[float, bool]:
     mem_s = nbytes / (perf.bandwidth_gbps * 1e9)
     opdef = get_op(node.op)
     flops = node_cost(node).flops or 0
-    if not _accepted(node, profile):
+    if not (_accepted(node, profile) if on_npu is None else on_npu):
         return (flops / (perf.host_gflops * 1e9) + mem_s) * 1e6 + perf.fallback_overhead_us, False
     if opdef.category in _FREE:
         return 0.0, True

@@ -1045,8 +1045,10 @@ def _cleanup(graph: Graph) -> None:
     dce(graph)
 
 
-def legalize(graph: Graph, profile: Profile, *, max_rounds: int = 6) -> LegalizeResult:
-    """Rewrite ``graph`` in place toward ``profile``; returns the rewrites done and the violations left."""
+def legalize(graph: Graph, profile: Profile, *, max_rounds: int = 6,
+             progress: Callable[[int, int], None] | None = None) -> LegalizeResult:
+    """Rewrite ``graph`` in place toward ``profile``; returns the rewrites done and the violations left.
+    ``progress(done, total)`` is called as the nodes of each round are checked."""
     res = LegalizeResult(graph)
     table = legalizers(profile)
     quantized_ops: frozenset[str] = frozenset()
@@ -1057,7 +1059,10 @@ def legalize(graph: Graph, profile: Profile, *, max_rounds: int = 6) -> Legalize
     for _ in range(max_rounds):
         changed = False
         bad_outputs = {v.node for v in value_violations(graph, profile)}
-        for node in graph.nodes:
+        nodes = list(graph.nodes)
+        for i, node in enumerate(nodes):
+            if progress is not None and i % 64 == 0:
+                progress(i, len(nodes))
             if node.graph is not graph:
                 continue
             op_level = bool(node_violations(node, profile))

@@ -22,6 +22,7 @@ import io
 import os
 import tempfile
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,11 +39,37 @@ class CalibrationError(GraphoptError):
     """Calibration data is missing, unreadable, or does not match the model's inputs."""
 
 
+class LazyFeeds(Sequence):
+    """Feeds made when read: sample ``i`` is ``make(start + i)``. Calibrating or evaluating on N samples then
+    holds one prepared sample at a time instead of N (512 images of 224 x 224 are 300 MB as float32, and the
+    evaluation set comes on top). Slices are views; ``list(feeds)`` materializes them."""
+
+    def __init__(self, make: Callable[[int], dict[str, np.ndarray]], n: int, start: int = 0) -> None:
+        self._make, self._n, self._start = make, int(n), int(start)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i):  # noqa: ANN001, ANN204 - int or slice, like a list
+        if isinstance(i, slice):
+            a, b, step = i.indices(self._n)
+            if step != 1:
+                return [self[j] for j in range(a, b, step)]
+            return LazyFeeds(self._make, max(0, b - a), self._start + a)
+        i = int(i)
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError(f"sample {i} of {self._n}")
+        return self._make(self._start + i)
+
+
 @dataclass
 class CalibData:
-    """Per-sample input feeds (each ``{input name: array with batch 1}``) and optional labels."""
+    """Per-sample input feeds (each ``{input name: array with batch 1}``) and optional labels. ``feeds`` is a
+    list or a :class:`LazyFeeds` (datasets: prepared on access)."""
 
-    feeds: list[dict[str, np.ndarray]]
+    feeds: Sequence[dict[str, np.ndarray]]
     labels: np.ndarray | None = None
     source: str = ""
     random: bool = False
@@ -131,16 +158,37 @@ def load_calibration(spec: str | os.PathLike | None, graph: Graph, *, n: int = 2
         raise CalibrationError(f"--calib {text}: the model has {len(specs)} inputs; a dataset feeds one. Pass an "
                                f".npz with one array per input ({', '.join(s[0] for s in specs)})")
     name, t = specs[0]
-    x, y = prepare_batch(ds.x, ds.y, ds.info)
-    x = x.numpy()
     want = [int(d) for d in t.shape]  # type: ignore[union-attr]
-    if list(x.shape[1:]) != want[1:]:
-        raise CalibrationError(f"--calib {text}: samples have shape {list(x.shape[1:])} but input {name!r} takes "
-                               f"{want[1:]} (per sample); use matching data or an .npz")
     dt = t.dtype.to_numpy()
-    feeds = [{name: x[i: i + 1].astype(dt)} for i in range(len(x))]
-    labels = y.numpy() if ds.info.task == "classification" else None
-    return CalibData(feeds, labels, f"{ds.info.name} ({split} split, {len(feeds)} samples)")
+
+    def make(i: int) -> dict[str, np.ndarray]:
+        x, _ = prepare_batch(ds.x[i: i + 1], ds.y[i: i + 1], ds.info)
+        return {name: fit_to_input(x, want, name, f"--calib {text}").numpy().astype(dt, copy=False)}
+
+    if len(ds) == 0:
+        raise CalibrationError(f"--calib {text}: the {split} split is empty")
+    make(0)  # a shape mismatch is reported now, not in the middle of calibration
+    labels = ds.y.numpy() if ds.info.task == "classification" else None
+    size = list(ds.x.shape[1:3]) if ds.info.task != "sequence" else None
+    note = f", resized from {size[0]}x{size[1]} to {want[2]}x{want[3]}" if size and len(want) == 4 and \
+        size != want[2:] else ""
+    return CalibData(LazyFeeds(make, len(ds)), labels, f"{ds.info.name} ({split} split, {len(ds)} samples{note})")
+
+
+def fit_to_input(x, want: list[int], name: str, what: str):  # noqa: ANN001, ANN201 - torch tensors
+    """Prepared NCHW images -> the model input's per-sample shape ``want[1:]``: resized bilinearly (no corner
+    alignment) when only the spatial size differs, as :func:`graphopt.predictors.proxies.passes.proxy_batch` does
+    for ``graphopt score``, so a 224-px model calibrates on CIFAR-10 upscaled the way it is scored. Any other
+    mismatch (channels, rank) is a :class:`CalibrationError`."""
+    import torch.nn.functional as F
+
+    if list(x.shape[1:]) == want[1:]:
+        return x
+    if x.dim() == 4 and len(want) == 4 and x.shape[1] == want[1] and x.is_floating_point():
+        return F.interpolate(x, size=want[2:], mode="bilinear", align_corners=False)
+    raise CalibrationError(f"{what}: samples have shape {list(x.shape[1:])} but input {name!r} takes {want[1:]} "
+                           f"(per sample); only the image size can be adapted (resized). Use matching data or "
+                           f"an .npz")
 
 
 def _from_npz(p: Path, specs: list[tuple[str, TensorType]], n: int) -> CalibData:
@@ -190,9 +238,16 @@ def quantizer_ops() -> frozenset[str]:
     return frozenset(QDQRegistry) | frozenset(QLinearOpsRegistry)
 
 
+#: default memory for the intermediate tensors one calibration chunk holds (``--calib-memory``)
+CALIB_MEMORY_DEFAULT = 256 << 20
+
+ProgressFn = Callable[[str, "int | None", "int | None"], None]
+
+
 def quantize_qdq(model: Any, calib: CalibData, profile: Profile, *, max_calib: int = 512,
                  method: str = "entropy", percentile: float = 99.999, float_outputs: bool = True,
-                 bias_correction: bool = False) -> Any:
+                 bias_correction: bool = False, calib_memory: int = CALIB_MEMORY_DEFAULT,
+                 progress: ProgressFn | None = None, stats: dict[str, Any] | None = None) -> Any:
     """QDQ-quantize an fp32 ``onnx.ModelProto`` with ``calib`` samples; returns the quantized ModelProto.
 
     ``method`` picks onnxruntime's calibrator (``minmax``, ``entropy``, ``percentile`` with ``percentile``, or
@@ -201,6 +256,13 @@ def quantize_qdq(model: Any, calib: CalibData, profile: Profile, *, max_calib: i
     the output is the last int8 op's result dequantized (what NPUs return for logits from their int32
     accumulators); re-quantizing logits to 8 bits flips close top-1 decisions and buys nothing on the device.
     ``bias_correction`` applies :func:`correct_bias` on the calibration samples.
+
+    Memory is bounded: onnxruntime's histogram calibrators keep every intermediate tensor of every sample they
+    are fed before histogramming them (ConvNeXt-tiny at 224 px grew past 18 GB on 512 samples), so the samples
+    are fed in chunks (onnxruntime's ``CalibStridedMinMax``, which merges the histograms chunk by chunk) of as
+    many samples as fit in ``calib_memory`` bytes of intermediates, measured on the first sample. ``progress``
+    is called as ``progress(phase, done, total)``; ``stats`` (if given) receives the chunk size and the measured
+    bytes of intermediates per sample.
     """
     import onnx
     from onnxruntime.quantization import (
@@ -211,7 +273,7 @@ def quantize_qdq(model: Any, calib: CalibData, profile: Profile, *, max_calib: i
         quantize_static,
     )
 
-    if not calib.feeds:
+    if not len(calib.feeds):
         raise CalibrationError("no calibration samples")
     if method not in CALIBRATION_METHODS:
         raise GraphoptError(f"calibration method {method!r}: choose one of {', '.join(CALIBRATION_METHODS)}")
@@ -220,13 +282,31 @@ def quantize_qdq(model: Any, calib: CalibData, profile: Profile, *, max_calib: i
     act = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8, "int16": QuantType.QInt16}[profile.activation_dtype]
     wt = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8, "int16": QuantType.QInt16}.get(profile.weight_dtype,
                                                                                            QuantType.QInt8)
+    say = progress or (lambda msg, done=None, total=None: None)
+    feeds = calib.feeds[:max_calib]
+    n_samples = len(feeds)
 
     class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.it = iter(calib.feeds[:max_calib])
+        """Hands onnxruntime one chunk of samples per ``set_range``; ``len`` is rounded up to whole chunks
+        because onnxruntime insists on it (the last chunk is shorter)."""
+
+        def __init__(self, chunk: int) -> None:
+            self.chunk, self.pos, self.end, self.done = chunk, 0, n_samples, 0
+
+        def __len__(self) -> int:
+            return -(-n_samples // self.chunk) * self.chunk
+
+        def set_range(self, start_index: int, end_index: int) -> None:
+            self.pos, self.end = start_index, min(end_index, n_samples)
 
         def get_next(self):
-            return next(self.it, None)
+            if self.pos >= self.end:
+                return None
+            f = feeds[self.pos]
+            self.pos += 1
+            self.done += 1
+            say("calibrating", self.done, n_samples)
+            return f
 
     with tempfile.TemporaryDirectory(prefix="graphopt-quant-") as d:
         src, dst = Path(d) / "fp32.onnx", Path(d) / "int8.onnx"
@@ -249,7 +329,13 @@ def quantize_qdq(model: Any, calib: CalibData, profile: Profile, *, max_calib: i
         # finfo.min attention masks) have no int8 grid: the nodes that produce or read them stay float, and
         # since onnxruntime's histogram calibrators cannot bin them at all, the rest of the model is calibrated
         # with MinMax (said in the model's metadata and the report)
-        bad = nonfinite_tensors(model, calib.feeds[:4])
+        say("scanning intermediate tensors", None, None)
+        scan: dict[str, int] = {}
+        bad = nonfinite_tensors(model, feeds[:4], scan)
+        per_sample = max(1, scan.get("bytes_per_sample", 1))
+        chunk = max(1, min(n_samples, int(calib_memory) // per_sample))
+        if stats is not None:
+            stats.update(calibration_chunk=chunk, activation_bytes_per_sample=per_sample, calibration_samples=n_samples)
         exclude = sorted({n.name for n in model.graph.node if n.name and (set(n.output) | set(n.input)) & bad})
         if bad and method != "minmax":
             used = f"minmax ({method} cannot bin tensors holding +-inf or masks: {len(bad)} such tensors kept float)"
@@ -258,14 +344,18 @@ def quantize_qdq(model: Any, calib: CalibData, profile: Profile, *, max_calib: i
                           f"{len(exclude)} nodes stay float and the model is calibrated with minmax instead of "
                           f"{method}", stacklevel=2)
             cal_method = CalibrationMethod.MinMax
+
         def run(method_) -> None:  # noqa: ANN001 - an onnxruntime CalibrationMethod
             # onnxruntime's histogram calibrators print() their progress; keep the user's stdout clean
             with contextlib.redirect_stdout(io.StringIO()):
-                quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ,
+                quantize_static(str(src), str(dst), Reader(chunk), quant_format=QuantFormat.QDQ,
                                 per_channel=profile.per_channel, activation_type=act, weight_type=wt,
                                 calibrate_method=method_, nodes_to_exclude=exclude,
                                 extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
-                                               "CalibPercentile": float(percentile)})
+                                               "CalibPercentile": float(percentile),
+                                               # despite its name, onnxruntime feeds every calibrator in chunks
+                                               # of this many samples and merges their statistics
+                                               "CalibStridedMinMax": chunk})
 
         try:
             try:
@@ -287,32 +377,46 @@ def quantize_qdq(model: Any, calib: CalibData, profile: Profile, *, max_calib: i
     onnx.helper.set_model_props(out, {**{p.key: p.value for p in out.metadata_props},
                                       "graphopt.calibration_method": used})
     if float_outputs:
-        strip_output_requantization(out)
+        strip_output_requantization(out, model)
     if bias_correction:
-        correct_bias(model, out, calib)
+        correct_bias(model, out, calib, progress=progress)
     return out
 
 
-def _outputs_of(model: Any, names: list[str], feeds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Values of the intermediate tensors ``names`` over ``feeds`` (exposed as extra graph outputs)."""
+def _with_outputs(model: Any, names: list[str]) -> bytes:
+    """``model`` serialized with ``names`` added as graph outputs. The outputs are appended to ``model`` itself
+    and removed again, so a multi-GB model is not copied once more in memory (only its serialized bytes)."""
     import onnx
+
+    have = {o.name for o in model.graph.output}
+    added = [n for n in dict.fromkeys(names) if n not in have]
+    before = len(model.graph.output)
+    model.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in added)
+    try:
+        return model.SerializeToString()
+    finally:
+        del model.graph.output[before:]
+
+
+def _iter_outputs(model: Any, names: list[str], feeds: Sequence[dict[str, np.ndarray]]
+                  ) -> Iterator[list[np.ndarray]]:
+    """The values of the tensors ``names``, one feed at a time (only one sample's intermediates in memory)."""
     import onnxruntime as ort
 
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    have = {o.name for o in m.graph.output}
-    for n in names:
-        if n not in have:
-            m.graph.output.append(onnx.helper.make_empty_tensor_value_info(n))
     so = ort.SessionOptions()
     so.log_severity_level = 3
-    sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(_with_outputs(model, names), so, providers=["CPUExecutionProvider"])
     inputs = {i.name for i in sess.get_inputs()}
-    got: dict[str, list[np.ndarray]] = {n: [] for n in names}
     for f in feeds:
-        vals = sess.run(names, {k: v for k, v in f.items() if k in inputs})
+        yield [np.asarray(v) for v in sess.run(names, {k: v for k, v in f.items() if k in inputs})]
+
+
+def _outputs_of(model: Any, names: list[str], feeds: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Values of the intermediate tensors ``names`` over ``feeds`` (exposed as extra graph outputs)."""
+    got: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    for vals in _iter_outputs(model, names, feeds):
         for n, v in zip(names, vals, strict=True):
-            got[n].append(np.asarray(v))
+            got[n].append(v)
     return {n: np.concatenate(v) for n, v in got.items()}
 
 
@@ -322,16 +426,25 @@ def _outputs_of(model: Any, names: list[str], feeds: list[dict[str, np.ndarray]]
 UNBINNABLE_ABS = 1e38
 
 
-def nonfinite_tensors(model: Any, feeds: list[dict[str, np.ndarray]]) -> set[str]:
+def nonfinite_tensors(model: Any, feeds: Sequence[dict[str, np.ndarray]], stats: dict[str, int] | None = None
+                      ) -> set[str]:
     """Names of the float node outputs that hold NaN, +-inf or a mask sentinel (|x| > :data:`UNBINNABLE_ABS`)
-    on any of ``feeds``."""
+    on any of ``feeds``; one sample's intermediates in memory at a time. ``stats["bytes_per_sample"]`` receives
+    the largest total size of all intermediates of one sample (what calibration keeps per sample)."""
     names = [o for n in model.graph.node for o in n.output if o]
-    if not names or not feeds:
+    if not names or not len(feeds):
         return set()
-    vals = _outputs_of(model, names, feeds)
+    bad: set[str] = set()
+    biggest = 0
     with np.errstate(invalid="ignore"):
-        return {k for k, v in vals.items()
-                if v.dtype.kind == "f" and v.size and not (np.abs(v) <= UNBINNABLE_ABS).all()}
+        for vals in _iter_outputs(model, names, feeds):
+            biggest = max(biggest, sum(v.nbytes for v in vals))
+            bad |= {k for k, v in zip(names, vals, strict=True)
+                    if k not in bad and v.dtype.kind == "f" and v.size and not (np.abs(v) <= UNBINNABLE_ABS).all()}
+            del vals
+    if stats is not None:
+        stats["bytes_per_sample"] = biggest
+    return bad
 
 
 def _requantized(model: Any, name: str) -> str:
@@ -344,7 +457,22 @@ def _requantized(model: Any, name: str) -> str:
     return name if dq is None else dq.output[0]
 
 
-def correct_bias(fp32: Any, qdq: Any, calib: CalibData, *, max_samples: int = 128) -> int:
+def _channel_means(model: Any, names: list[str], feeds: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Per-channel (axis 1) means of the tensors ``names`` over all ``feeds`` and all other axes, accumulated
+    one sample at a time in float64 (the same as the mean of the concatenated tensors, without holding them)."""
+    sums: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = dict.fromkeys(names, 0)
+    for vals in _iter_outputs(model, names, feeds):
+        for k, v in zip(names, vals, strict=True):
+            axes = tuple(i for i in range(v.ndim) if i != 1)
+            s = v.astype(np.float64).sum(axis=axes)
+            sums[k] = s if k not in sums else sums[k] + s
+            counts[k] += v.size // max(1, v.shape[1])
+    return {k: sums[k] / counts[k] for k in sums}
+
+
+def correct_bias(fp32: Any, qdq: Any, calib: CalibData, *, max_samples: int = 128,
+                 progress: ProgressFn | None = None) -> int:
     """Empirical bias correction (Nagel et al. 2019, "Data-Free Quantization", section 4.2, empirical variant).
 
     Weight rounding shifts the mean of every Conv/Gemm output; downstream layers then see a biased input and
@@ -374,13 +502,15 @@ def correct_bias(fp32: Any, qdq: Any, calib: CalibData, *, max_samples: int = 12
         todo.append((n, dq, _requantized(qdq, n.output[0])))
     if not todo:
         return 0
-    ref = _outputs_of(fp32, [n.output[0] for n, _, _ in todo], feeds)
+    # the mean of a difference is the difference of the means: per-channel means are accumulated sample by
+    # sample, so memory does not grow with the samples or the layers
+    ref = _channel_means(fp32, [n.output[0] for n, _, _ in todo], feeds)
     changed = 0
-    for n, dq, seen in todo:
+    for i, (n, dq, seen) in enumerate(todo):
+        if progress is not None:
+            progress("bias correction", i, len(todo))
         out = n.output[0]
-        got = _outputs_of(qdq, [seen], feeds)[seen]
-        axes = tuple(i for i in range(got.ndim) if i != 1)
-        shift = (ref[out].astype(np.float64) - got.astype(np.float64)).mean(axis=axes)
+        shift = ref[out] - _channel_means(qdq, [seen], feeds)[seen]
         scale = numpy_helper.to_array(inits[dq.input[1]]).astype(np.float64)
         bq = numpy_helper.to_array(inits[dq.input[0]]).astype(np.int64)
         delta = np.round(shift / scale).astype(np.int64)
@@ -392,10 +522,25 @@ def correct_bias(fp32: Any, qdq: Any, calib: CalibData, *, max_samples: int = 12
     return changed
 
 
-def strip_output_requantization(model: Any) -> int:
+def removable_activations() -> frozenset[str]:
+    """Ops onnxruntime's QDQ quantizer drops when the output range of the Q/DQ pair after their input already
+    clamps like them (Relu, Clip: its ``QDQRemovableActivation`` registry entries)."""
+    from onnxruntime.quantization.operators.activation import QDQRemovableActivation
+    from onnxruntime.quantization.registry import QDQRegistry
+
+    return frozenset(k for k, v in QDQRegistry.items() if v is QDQRemovableActivation)
+
+
+def strip_output_requantization(model: Any, fp32: Any = None) -> int:
     """Remove ``y -> QuantizeLinear -> DequantizeLinear -> graph output`` pairs (``y`` used nowhere else) so
-    the output is ``y`` itself, keeping its name; returns how many outputs were changed."""
+    the output is ``y`` itself, keeping its name; returns how many outputs were changed.
+
+    With the ``fp32`` model, a pair that stands in for a final Relu/Clip the quantizer folded into it (the fp32
+    output comes from that activation, the quantized one from the op before it) is kept: stripping it would
+    drop the activation (a feature extractor ending in ReLU returned negative values, cosine 0.65 to fp32)."""
     producers = {o: n for n in model.graph.node for o in n.output}
+    fp32_ops = {o: n.op_type for n in fp32.graph.node for o in n.output} if fp32 is not None else {}
+    folded = removable_activations() if fp32 is not None else frozenset()
     uses: dict[str, int] = {}
     for n in model.graph.node:
         for i in n.input:
@@ -413,6 +558,8 @@ def strip_output_requantization(model: Any) -> int:
         p = producers.get(src)
         if p is None or uses.get(src, 0) != 1 or src in out_names or p.op_type == "DequantizeLinear":
             continue
+        if fp32_ops.get(name) in folded and p.op_type != fp32_ops[name]:
+            continue  # the pair's clamp is the activation
         for i, o in enumerate(p.output):
             if o == src:
                 p.output[i] = name
@@ -466,36 +613,81 @@ def float_islands(model: Any) -> list[tuple[str, str]]:
     return islands
 
 
-def run_onnx(model: Any, feeds: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
-    """First output of ``model`` for each feed (one onnxruntime session)."""
+def _session(model: Any) -> Any:
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
-    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    data = model.SerializeToString() if hasattr(model, "SerializeToString") else str(model)
+    return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+
+
+def run_onnx(model: Any, feeds: Sequence[dict[str, np.ndarray]]) -> list[np.ndarray]:
+    """First output of ``model`` for each feed (one onnxruntime session)."""
+    sess = _session(model)
     names = {i.name for i in sess.get_inputs()}
     return [np.asarray(sess.run(None, {k: v for k, v in f.items() if k in names})[0]) for f in feeds]
 
 
-def agreement(reference: Any, candidate: Any, data: CalibData) -> dict[str, Any]:
-    """Top-1 agreement (classification-shaped outputs), accuracy against labels, and output errors."""
-    ref = run_onnx(reference, data.feeds)
-    cand = run_onnx(candidate, data.feeds)
-    out: dict[str, Any] = {"samples": len(ref)}
-    errs = [float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))) for a, b in zip(ref, cand,
-                                                                                           strict=True)]
-    out["max_abs_err"] = max(errs) if errs else None
-    a = np.concatenate([r.reshape(1, -1) for r in ref]).astype(np.float64)
-    b = np.concatenate([c.reshape(1, -1) for c in cand]).astype(np.float64)
-    denom = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    out["mean_cosine"] = float(np.mean(np.sum(a * b, axis=1) / np.maximum(denom, 1e-30)))
-    if ref and ref[0].ndim == 2 and ref[0].shape[0] == 1 and ref[0].shape[1] > 1:
-        ta, tb = a.argmax(1), b.argmax(1)
-        out["top1_agreement"] = float(np.mean(ta == tb))
-        if data.labels is not None and len(data.labels) == len(ta):
-            out["fp32_accuracy"] = float(np.mean(ta == data.labels))
-            out["quantized_accuracy"] = float(np.mean(tb == data.labels))
+def agreement(reference: Any, candidate: Any, data: CalibData, progress: ProgressFn | None = None
+              ) -> dict[str, Any]:
+    """Top-1 agreement (classification-shaped outputs), accuracy against labels, and output errors of the first
+    output, sample by sample (no output is kept: per-pixel logits of 1000 samples would be gigabytes)."""
+    ref_sess, cand_sess = _session(reference), _session(candidate)
+    ref_in, cand_in = {i.name for i in ref_sess.get_inputs()}, {i.name for i in cand_sess.get_inputs()}
+    n = len(data.feeds)
+    errs, cos, ta, tb = [], [], [], []
+    classifier = None
+    for i in range(n):
+        f = data.feeds[i]
+        r = np.asarray(ref_sess.run(None, {k: v for k, v in f.items() if k in ref_in})[0])
+        c = np.asarray(cand_sess.run(None, {k: v for k, v in f.items() if k in cand_in})[0])
+        a64, b64 = r.astype(np.float64).reshape(-1), c.astype(np.float64).reshape(-1)
+        errs.append(float(np.max(np.abs(a64 - b64))) if a64.size else 0.0)
+        na, nb = np.linalg.norm(a64), np.linalg.norm(b64)
+        # two all-zero outputs agree perfectly; one alone does not agree at all
+        cos.append(1.0 if na == nb == 0 else float(a64 @ b64 / max(na * nb, 1e-300)))
+        if classifier is None:  # one row of logits: (1, C), or (1, C, 1, 1) from a conv head (SqueezeNet)
+            classifier = r.ndim >= 2 and r.shape[0] == 1 and r.shape[1] > 1 and int(np.prod(r.shape[2:])) == 1
+        if classifier:
+            ta.append(int(a64.argmax()))
+            tb.append(int(b64.argmax()))
+        if progress is not None:
+            progress("comparing int8 with fp32", i + 1, n)
+    out: dict[str, Any] = {"samples": n, "max_abs_err": max(errs) if errs else None,
+                           "mean_cosine": float(np.mean(cos)) if cos else None,
+                           "min_cosine": float(np.min(cos)) if cos else None}
+    if classifier and ta:
+        a_, b_ = np.asarray(ta), np.asarray(tb)
+        out["top1_agreement"] = float(np.mean(a_ == b_))
+        if data.labels is not None and len(data.labels) == len(a_):
+            out["fp32_accuracy"] = float(np.mean(a_ == data.labels))
+            out["quantized_accuracy"] = float(np.mean(b_ == data.labels))
     return out
+
+
+#: ``--min-agreement`` default: top-1 agreement of int8 with fp32 that a classifier must reach
+MIN_AGREEMENT_DEFAULT = 0.9
+#: ``--min-cosine`` default: mean cosine similarity of int8 and fp32 outputs for models that are not classifiers
+MIN_COSINE_DEFAULT = 0.95
+
+
+def quality_gate(q: dict[str, Any], min_agreement: float = MIN_AGREEMENT_DEFAULT,
+                 min_cosine: float = MIN_COSINE_DEFAULT) -> dict[str, Any]:
+    """Whether the int8 model is close enough to fp32: top-1 agreement for classifier outputs, else mean cosine
+    similarity. ``min_agreement <= 0`` turns the gate off (``passed`` is then True and ``enforced`` False, but
+    ``below`` still says whether the figures fall under the defaults). Returns metric, value, threshold,
+    passed, enforced, below."""
+    if "top1_agreement" in q:
+        metric, value = "top1_agreement", q["top1_agreement"]
+        threshold = min_agreement if min_agreement > 0 else MIN_AGREEMENT_DEFAULT
+    else:
+        metric, value = "mean_cosine", q.get("mean_cosine")
+        threshold = min_cosine if min_agreement > 0 else MIN_COSINE_DEFAULT
+    enforced = min_agreement > 0
+    below = value is None or not np.isfinite(value) or value < threshold
+    return {"metric": metric, "value": value, "threshold": threshold, "enforced": enforced,
+            "passed": not (enforced and below), "below": bool(below), "samples": q.get("samples")}
 
 
 def ort_latency(model: Any, feed: dict[str, np.ndarray], *, runs: int = 20, warmup: int = 3,

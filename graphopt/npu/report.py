@@ -19,7 +19,13 @@ class ExportReport:
     profile: dict[str, Any] | None = None
     opset: int = 18
     ok: bool = True
-    status: str = "ok"  # ok | violations | verify-failed
+    #: ok (written; with a target: every node on the NPU) | host-fallback (written, some nodes placed on the
+    #: host) | violations (--strict: refused) | quality-failed (int8 below the quality gate: refused) |
+    #: verify-failed (the fp32 result does not reproduce the original: refused)
+    status: str = "ok"
+    #: what `graphopt export` exits with: 0 written, 1 verify-failed, 3 violations (--strict) or quality-failed
+    exit_code: int = 0
+    strict: bool = False
     written: list[str] = field(default_factory=list)
     nodes_before: int = 0
     nodes_after: int = 0
@@ -31,6 +37,12 @@ class ExportReport:
     warnings: list[str] = field(default_factory=list)
     fp32: dict[str, Any] = field(default_factory=dict)
     quantization: dict[str, Any] | None = None
+    #: where each node runs (graphopt.npu.placement.Placement.to_dict()); None without a target
+    placement: dict[str, Any] | None = None
+    #: the int8 quality gate (graphopt.npu.quantize.quality_gate); None when nothing was quantized
+    quality: dict[str, Any] | None = None
+    #: estimate before calibration and measured peak RSS, in MB
+    memory: dict[str, Any] = field(default_factory=dict)
     latency: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -52,12 +64,25 @@ class ExportReport:
         L.append(f"- status: **{self.status}**" + (f" ({len(self.violations)} violations)" if self.violations else ""))
         L.append(f"- nodes: {self.nodes_before} -> {self.nodes_after}")
         L.append(f"- time: {self.seconds:.1f} s")
+        if self.memory.get("peak_rss_mb"):
+            L.append(f"- peak memory (RSS): {self.memory['peak_rss_mb']:.0f} MB")
         L.append("")
+        if self.placement:
+            L += self._placement_md()
+        if self.quality:
+            qg = self.quality
+            verdict = "passed" if qg["passed"] and not qg["below"] else (
+                "FAILED (model not written)" if not qg["passed"] else "below the default, gate off (--min-agreement 0)")
+            L += ["## INT8 quality gate", "",
+                  f"- {qg['metric']} = {_fmt(qg['value'])} on {qg['samples']} held-out samples; threshold "
+                  f"{_fmt(qg['threshold'])}: **{verdict}**", ""]
         if self.fp32:
             L += ["## fp32 check against the original", ""]
             for k, v in self.fp32.items():
                 L.append(f"- {k}: {_fmt(v)}")
             L.append("")
+        if self.memory:
+            L += ["## Memory", ""] + [f"- {k}: {_fmt(v)}" for k, v in self.memory.items()] + [""]
         if self.quantization:
             L += ["## Quantization", ""]
             for k, v in self.quantization.items():
@@ -105,6 +130,33 @@ class ExportReport:
                          f"{'failed' if p['failed'] else 'ok'} |")
             L.append("")
         return "\n".join(L)
+
+
+    def _placement_md(self) -> list[str]:
+        pl = self.placement or {}
+        L = ["## Placement", "", f"**{pl.get('summary', '')}**", "",
+             "| where | ops | FLOPs | share of FLOPs | est. latency (us) | share of latency |",
+             "|---|---|---|---|---|---|"]
+        for dev in ("npu", "host"):
+            t = pl.get("totals", {}).get(dev, {})
+            L.append(f"| {dev} | {t.get('nodes', 0)} | {t.get('flops', 0):,} | {t.get('flops_share', 0):.1%} | "
+                     f"{t.get('latency_us', 0):.1f} | {t.get('latency_share', 0):.1%} |")
+        L.append("")
+        hosts = pl.get("host_nodes") or []
+        if hosts:
+            L += [f"Nodes on the host ({len(hosts)}): the constraint each violates and the rewrite that would move "
+                  f"it onto the NPU.", "", "| node | op | constraint | fix |", "|---|---|---|---|"]
+            for h in hosts:
+                cons = "; ".join(f"{c['rule']}: {c['detail']}" for c in h["constraints"])
+                L.append(f"| `{h['node']}` | {h['op']} | {_cell(cons)} | {_cell(h['fix'])} |")
+            L.append("")
+        for v in pl.get("input_violations") or []:
+            L.append(f"- graph input `{v['node'].removeprefix('input:')}`: {v['rule']}: {v['detail']}")
+        return L
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 def _fmt(v: Any) -> str:
