@@ -54,7 +54,7 @@ def register(app: typer.Typer) -> None:
                                                  "or scratch (every candidate re-initialised, the AutoGO paper's "
                                                  "protocol).")] = "distill",
         lr: Annotated[float | None, typer.Option(help="Fine-tune learning rate (SGD); default per recipe: distill "
-                                                      "0.01, finetune 0.02, scratch 0.05. Lower it if training "
+                                                      "0.001, finetune 0.02, scratch 0.05. Lower it if training "
                                                       "diverges.")] = None,
         distill_steps: Annotated[int, typer.Option(help="--recipe distill: segment-local distillation steps per "
                                                         "candidate (x4 for the finalists).")] = 60,

@@ -19,9 +19,11 @@ right for descendants of descendants and for any rewrite that keeps the names of
   kept nodes (or graph outputs) read from it, matched to the teacher's value in the same consumer slot.
 
 The loss per region output is the MSE normalized by the teacher activation's variance (so wide and narrow
-tensors weigh alike); Adam, ``lr`` 1e-3 by default, on freshly sampled training batches (the same loader as
-training, no augmentation). Where a region's output is not matched in the teacher (the rewrite changed what a
-kept node reads), that region is skipped and reported.
+tensors weigh alike); Adam, ``lr`` 1e-2 by default, on freshly sampled training batches (the same loader as
+training, no augmentation). The rate was chosen on validation data: 60 steps on two ResNet-20 mutants of the demo
+run left their networks at validation accuracy .39 and .17 with 1e-3, .67 and .55 with 1e-2.
+Where a region's output is not matched in the teacher (the rewrite changed what a kept node reads), that region
+is skipped and reported.
 """
 
 from __future__ import annotations
@@ -175,7 +177,7 @@ def write_back(graph: Graph, module: torch.nn.Module) -> int:
 
 
 def distill_regions(teacher: Graph, child: Graph, data: ArrayDataset, *, steps: int, batch_size: int = 64,
-                    lr: float = 1e-3, seed: int = 0, device: str = "cpu",
+                    lr: float = 1e-2, seed: int = 0, device: str = "cpu",
                     seconds: float | None = None) -> DistillReport:
     """Train ``child``'s replaced regions to reproduce ``teacher``'s activations; updates ``child`` in place."""
     from ..backends.torch import to_torch
