@@ -1,5 +1,5 @@
 # graphopt — two commands do all set-up on a fresh machine:
-#   make demo   creates .venv, installs, runs `graphopt optimize` on the bundled model and data
+#   make demo   creates .venv, installs, runs `graphopt optimize` on the bundled trained ResNet-20 and data
 #   make test   creates .venv, installs, runs the whole test suite
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -27,8 +27,8 @@ test: install
 	$(PY) -m pytest -q -n $(JOBS) --dist loadfile $(PYTEST_ARGS)
 
 demo: install
-	$(VENV)/bin/graphopt optimize graphopt/data/demo_resnet.onnx --data cifar10-demo --budget 210s --score-steps 8 \
-		--iterations 20 --final-k 2 -o out/demo
+	$(VENV)/bin/graphopt optimize graphopt/data/demo_resnet.onnx --data cifar10-demo --val-fraction 0.25 \
+		--cost-window 1.0 --score-steps 20 --distill-steps 30 --final-k 2 --budget 270s -o out/demo
 	@echo "open out/demo/report.html for the Pareto plot, the candidates and the rewritten segments"
 
 lint: install

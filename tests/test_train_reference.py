@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import torch
-
 from graphopt.models import get
 
 CMD = [sys.executable, "-m", "graphopt.models.train_reference", "resnet20", "--data", "cifar10-demo", "--epochs", "1"]

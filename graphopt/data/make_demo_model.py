@@ -1,48 +1,54 @@
 """Build the bundled demo model ``graphopt/data/demo_resnet.onnx`` that ``make demo`` optimizes.
 
-A ResNet-20 (option-A shortcuts, 0.27M parameters) from the model zoo, trained briefly on the full CIFAR-10
-training split (``../shared/data``, or ``$GRAPHOPT_DATA_DIR``) so the demo starts from a model with a
-meaningful accuracy rather than from noise, then lowered to the graphopt IR and emitted as ONNX (opset 18,
-batch dimension symbolic) with graphopt's own backend. Same arguments, same file (seeded, 2 threads).
+The trained ResNet-20 (option-A shortcuts, 0.27M parameters) whose weights ship in
+``models/weights/resnet20_cifar10.pt``; how they were trained, and to what accuracy, is in the ``.json`` beside
+them (``python -m graphopt.models.train_reference``). It is written as a user's exported file usually is: ONNX
+with a **fixed batch of 1** (graphopt relaxes it when it optimizes), BatchNorm kept as its own op, opset 18,
+and the record's accuracies and preprocessing in the model's metadata. Same weights, same file.
 
-    python graphopt/data/make_demo_model.py [--epochs 4] [--out graphopt/data/demo_resnet.onnx]
+    python graphopt/data/make_demo_model.py [--weights models/weights/resnet20_cifar10.pt] [--out ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import torch
-from graphopt.models import example_inputs, get
+from graphopt.models import get
 
 from graphopt.backends.onnx import to_onnx
-from graphopt.eval.data import load_dataset
-from graphopt.eval.train import TrainConfig, seed_everything, train_model
+from graphopt.eval.data import CIFAR10_MEAN, CIFAR10_STD
 from graphopt.frontends.torch import from_torch
+from graphopt.ir.serialize import atomic_write_bytes
+
+WEIGHTS = Path(__file__).resolve().parents[2] / "models" / "weights" / "resnet20_cifar10.pt"
 
 
-def build(out: Path, epochs: float, seed: int = 0) -> dict[str, float]:
-    seed_everything(seed)
-    net = get("resnet20", seed=seed)
-    splits = load_dataset("cifar10")
-    cfg = TrainConfig(epochs=epochs, batch_size=128, lr=0.1, seed=seed, threads=2, evaluate_test=True)
-    res = train_model(net, splits, cfg)
+def build(weights: Path, out: Path) -> dict:
+    net = get("resnet20", seed=0)
+    net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     net.eval()
-    (x,) = example_inputs("resnet20", batch=2)
-    g = from_torch(net, (x,), dynamic_batch=True)
-    to_onnx(g, opset=18, path=out)
-    return {"status": res.status, "val": res.val, "test": res.test, "train_seconds": res.train_time}
+    g = from_torch(net, (torch.zeros(1, 3, 32, 32),))  # static shapes: batch fixed at 1
+    model = to_onnx(g, opset=18)
+    record = json.loads(weights.with_suffix(".json").read_text()) if weights.with_suffix(".json").exists() else {}
+    meta = {"graphopt.preprocess": json.dumps({"scale": "1/255", "mean": list(CIFAR10_MEAN), "std": list(CIFAR10_STD),
+                                               "layout": "NCHW", "color": "RGB"}),
+            "graphopt.training": json.dumps({k: record.get(k) for k in ("val_accuracy", "test_accuracy", "recipe")})}
+    for k, v in meta.items():
+        p = model.metadata_props.add()
+        p.key, p.value = k, v
+    atomic_write_bytes(out, model.SerializeToString())
+    return {"out": str(out), "val_accuracy": record.get("val_accuracy"), "test_accuracy": record.get("test_accuracy")}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--epochs", type=float, default=4)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--weights", type=Path, default=WEIGHTS)
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("demo_resnet.onnx"))
     a = ap.parse_args()
-    torch.set_num_threads(2)
-    print(build(a.out, a.epochs, a.seed))
+    print(build(a.weights, a.out))
 
 
 if __name__ == "__main__":
