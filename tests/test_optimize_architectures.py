@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -97,9 +98,11 @@ def test_search_tries_mutations_and_ends_within_budget(arch, tmp_path):
     doc = json.loads((tmp_path / "out" / "pareto.json").read_text())
     assert doc["stats"]["mutations"] >= 3, doc["stats"]
     assert doc["stats"]["scored"] >= 2, doc["stats"]  # the original and at least one mutant
-    # the whole command, interpreter start-up and model loading included, within 10% (+ 15 s to start Python,
-    # import torch and load the model, which the budget's clock does not see)
-    assert wall <= 1.10 * BUDGET + 15, wall
+    # the budget's own clock (from loading the data to the written outputs) within 10%; the whole command adds
+    # starting Python, importing torch and loading the model, which on a loaded machine took up to 25 s more
+    (total,) = re.findall(r"total (\d+)s \(budget", " ".join((r.stdout + r.stderr).split()))
+    assert int(total) <= 1.10 * BUDGET, total
+    assert wall <= 1.10 * BUDGET + 60, wall
     assert doc["seed"]["test_accuracy"] is not None and doc["best"]["val_accuracy"] is not None
 
 
