@@ -9,6 +9,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from graphopt.passes.reinsert_batch_norm import folded_convs, insert_batch_norms
 from test_optimize import SmallNet
 
 from graphopt.backends.torch import to_torch
@@ -16,7 +17,6 @@ from graphopt.eval.data import load_dataset
 from graphopt.eval.distill import activation_stats
 from graphopt.modelio import load_model
 from graphopt.pass_manager import run_pipeline
-from graphopt.passes.reinsert_batch_norm import folded_convs, insert_batch_norms
 
 
 @pytest.fixture(scope="module")
