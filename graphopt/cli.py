@@ -257,7 +257,8 @@ def _register_subcommands() -> None:
     """Commands that live in their own modules (export, segments, predictor, optimize, ...)."""
     import importlib
 
-    for mod in ("export_cmd", "segments_cmd", "predictor_cmd", "optimize_cmd", "score_cmd", "search_cmd"):
+    for mod in ("export_cmd", "segments_cmd", "predictor_cmd", "optimize_cmd", "score_cmd", "search_cmd",
+                "latency_cmd"):
         try:
             m = importlib.import_module(f"graphopt.commands.{mod}")
         except ModuleNotFoundError as e:

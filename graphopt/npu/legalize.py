@@ -923,6 +923,17 @@ def _pool_global_build(b, n: Node) -> Value | None:
     return b.global_avg_pool(n.inputs[0]) if n.op == "avg_pool" else b.global_max_pool(n.inputs[0])
 
 
+def legalizable(node: Node, profile: Profile, table: dict[str, list[Legalizer]] | None = None) -> bool:
+    """Whether some legalizer of ``node.op`` applies to it and emits only ops ``profile`` allows: such a node is
+    rewritten onto the NPU at export (e.g. a standalone BatchNorm into Mul+Add), so estimates should not price it
+    on the host. Exactness of the build is checked only when it runs; this is the static test."""
+    for cand in (table if table is not None else legalizers(profile)).get(node.op, []):
+        emits = cand.emits(node) if callable(cand.emits) else cand.emits
+        if cand.applies(node) and all(profile.allows(o) for o in emits):
+            return True
+    return False
+
+
 def legalizers(profile: Profile) -> dict[str, list[Legalizer]]:
     """Candidate rewrites per IR op, in preference order (exact before approximate)."""
     from graphopt.passes import decompose as d
