@@ -23,6 +23,10 @@ def register(app: typer.Typer) -> None:
         ("graphopt optimize model.onnx --recipe scratch -o out/",
          "retrain every candidate from scratch (the AutoGO paper's protocol)"),
         ("graphopt optimize model.onnx --device cuda --budget 1h -o out/", "train candidates on a GPU"),
+        ("graphopt optimize model.onnx --workers 4 --budget 20m -o out/",
+         "score 4 candidates at once in worker processes (one thread each)"),
+        ("graphopt optimize model.onnx --executor ray --address auto --budget 1h -o out/",
+         "score candidates on a running Ray cluster (every CPU of it)"),
         ("graphopt optimize model.onnx --resume 20261206-153000-ab12cd", "continue a killed run"),
     ))
     @user_errors
@@ -82,6 +86,20 @@ def register(app: typer.Typer) -> None:
         = 0.1,
         segments: Annotated[Path | None, typer.Option(help="Segment database (default: the shipped one).")] = None,
         seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+        workers: Annotated[int, typer.Option(help="Candidates scored at once, one thread each. 1 (default): one "
+                                                  "at a time in this process; N: N worker processes (--executor "
+                                                  "local); with --executor ray: caps the cluster's CPUs, and sizes "
+                                                  "the local instance started without --address.")] = 1,
+        executor: Annotated[str, typer.Option(help="local (worker processes on this machine) or ray (a Ray "
+                                                   "cluster; pip install 'graphopt[ray]').")] = "local",
+        address: Annotated[str | None, typer.Option(help="--executor ray: 'auto' or HOST:PORT of a running "
+                                                         "cluster; without it a local Ray instance is started.")]
+        = None,
+        sync_generations: Annotated[bool, typer.Option(
+            "--sync-generations", help="With several workers, wait for each iteration's candidates before picking "
+                                       "the next parents: the same candidates and scores as --workers 1 for the "
+                                       "same seed, with workers idle at iteration ends. Default: steady state "
+                                       "(the next mutants are proposed while others are scored).")] = False,
         resume: Annotated[str | None, typer.Option(help="Resume a run: its id or folder under graphopt-runs/.")]
         = None,
         input_shape: Annotated[list[str] | None, typer.Option("--input-shape", "-s",
@@ -98,7 +116,11 @@ def register(app: typer.Typer) -> None:
 
         Every scored candidate is committed to graphopt-runs/RUN/runs.sqlite at once; Ctrl-C or a kill leaves a
         run that --resume RUN continues without re-scoring anything (the run's saved settings are used; a
-        differing setting given with --resume is refused).
+        differing setting given with --resume is refused, except --workers, --executor and --address).
+
+        --workers N (or --executor ray) scores candidates in parallel: the driver proposes mutants and commits
+        every result; a worker that dies has its candidate scored again (twice at most, then it is recorded as
+        failed with the error).
         """
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -119,7 +141,8 @@ def register(app: typer.Typer) -> None:
                              final_epochs=final_epochs, train_size=train_size, seed=seed,
                              segments_db=str(segments) if segments else None, target=target,
                              ponas_oversample=ponas_oversample, recipe=recipe, lr=lr, distill_steps=distill_steps,
-                             device=device, val_fraction=val_fraction, max_drop=max_drop / 100)
+                             device=device, val_fraction=val_fraction, max_drop=max_drop / 100, workers=workers,
+                             executor=executor, address=address, sync_generations=sync_generations)
         if resume:
             cfg_file = run_dir / "config.json"
             if cfg_file.exists():
@@ -130,10 +153,13 @@ def register(app: typer.Typer) -> None:
                 given = _explicit_options(ctx)
                 # the run's own settings win, so resumed work stays comparable; say so rather than ignore a flag
                 clash = [f"--{k.replace('_', '-')} {getattr(cfg, k)!r} (the run has {saved[k]!r})"
-                         for k in given if k in saved and _norm(saved[k]) != _norm(getattr(cfg, k))]
+                         for k in given if k in saved and k not in RUNTIME_FIELDS
+                         and _norm(saved[k]) != _norm(getattr(cfg, k))]
                 if clash:
                     raise GraphoptError(f"--resume {resume}: a resumed run keeps the settings it started with; "
                                         f"{'; '.join(clash)}. Drop these options, or start a new run")
+                # where candidates are scored is not a setting of the search: this invocation's choice holds
+                saved.update({k: getattr(cfg, k) for k in RUNTIME_FIELDS})
                 cfg = OptimizeConfig(**{k: v for k, v in saved.items() if k in OptimizeConfig.__dataclass_fields__})
                 console.print(f"resuming {run_dir.name} with its saved settings (config.json)")
         else:
@@ -165,6 +191,9 @@ def register(app: typer.Typer) -> None:
         for f in res["files"]:
             out.print(f"wrote {f}")
 
+
+#: settings of where candidates are scored, not of the search: a resumed run takes them from its command line
+RUNTIME_FIELDS = ("workers", "executor", "address")
 
 #: CLI option name -> OptimizeConfig field, where they differ
 _FIELD = {"parents": "parents_per_iter", "mutants": "mutants_per_parent", "budget": "budget_seconds",

@@ -13,6 +13,11 @@ own pipe, so a dead or timed-out worker fails only its task and is replaced.
 Functions and arguments must be picklable (module-level functions; ``spawn`` start method, so nothing
 inherited from the parent's memory). Workers get ``GRAPHOPT_NUM_THREADS = cores // workers`` so that
 parallel training jobs do not oversubscribe the CPU (see :func:`graphopt.eval.train.default_threads`).
+
+Large read-only inputs (a dataset, a teacher network) are not shipped with every task: :meth:`Executor.share`
+puts a value once where every worker can read it (a private file for the local pool, Ray's object store for
+Ray) and returns a small :class:`Shared` handle; ``handle.get()`` inside a task loads it once per worker
+process and caches it there.
 """
 
 from __future__ import annotations
@@ -22,14 +27,17 @@ import itertools
 import multiprocessing as mp
 import os
 import pickle
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 import traceback
+import uuid
 import weakref
 from abc import ABC, abstractmethod
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future
 from concurrent.futures import wait as futures_wait
@@ -41,8 +49,10 @@ from typing import Any, Literal
 __all__ = [
     "Executor",
     "LocalExecutor",
+    "LoopbackRayCluster",
     "RayExecutor",
     "RemoteTraceback",
+    "Shared",
     "TaskFailed",
     "TaskResult",
     "cpu_count",
@@ -111,6 +121,54 @@ class TaskResult:
         return cls(index, item, False, reason="exception", detail=detail, error=exc, elapsed=elapsed)
 
 
+#: values of :class:`Shared` handles already loaded in this process (a worker keeps the last few)
+_SHARED_CACHE: OrderedDict[str, Any] = OrderedDict()
+_SHARED_CACHE_SIZE = 8
+_MISSING = object()
+
+
+class Shared:
+    """A read-only value put once where every worker can read it (see :meth:`Executor.share`).
+
+    Pickles to a few bytes: a private file's path (local pool), a Ray object reference, or, for in-process use,
+    the value itself. :meth:`get` returns the value, loading it at most once per process (keyed by ``key``,
+    unique per :meth:`Executor.share` call).
+    """
+
+    def __init__(self, key: str, *, path: str | None = None, ref: Any = None, value: Any = _MISSING) -> None:
+        self.key, self.path, self.ref = key, path, ref
+        self.has_value = value is not _MISSING  # a flag, not the sentinel: the sentinel does not survive pickling
+        self.value = value if self.has_value else None
+
+    @classmethod
+    def inline(cls, value: Any, name: str = "value") -> Shared:
+        """A handle that carries ``value`` itself (no executor: the calling process reads it)."""
+        return cls(f"{name}:{uuid.uuid4().hex}", value=value)
+
+    def get(self) -> Any:
+        if self.has_value:
+            return self.value
+        v = _SHARED_CACHE.get(self.key, _MISSING)
+        if v is _MISSING:
+            if self.path is not None:
+                with open(self.path, "rb") as f:
+                    v = pickle.load(f)  # noqa: S301 - written by this run's driver into its private folder
+            elif self.ref is not None:
+                v = _import_ray().get(self.ref)
+            else:  # pragma: no cover - constructor misuse
+                raise ValueError(f"shared value {self.key} has neither a path nor a Ray reference")
+            _SHARED_CACHE[self.key] = v
+            while len(_SHARED_CACHE) > _SHARED_CACHE_SIZE:
+                _SHARED_CACHE.popitem(last=False)
+        else:
+            _SHARED_CACHE.move_to_end(self.key)
+        return v
+
+    def __repr__(self) -> str:
+        where = "inline" if self.has_value else ("file" if self.path else "ray")
+        return f"Shared({self.key!r}, {where})"
+
+
 class Executor(ABC):
     """Common interface of the local and Ray executors."""
 
@@ -128,6 +186,20 @@ class Executor(ABC):
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
         """``concurrent.futures``-style submit with the executor's default timeout."""
         return self.submit_task(fn, args, kwargs)
+
+    def share(self, value: Any, name: str = "value") -> Shared:
+        """Put ``value`` once where every worker can read it; pass the returned handle to tasks instead of the
+        value, and call ``handle.get()`` in the task (loaded once per worker process)."""
+        return Shared.inline(value, name)
+
+    def capacity(self) -> int:
+        """How many tasks can run at once now (the local pool's workers; Ray: the cluster's CPUs per task)."""
+        return max(1, int(self.workers))
+
+    def wait(self, futures: Iterable[Future], timeout: float | None = None) -> set[Future]:
+        """The futures of ``futures`` that are done, waiting up to ``timeout`` seconds (None: until one is)."""
+        done, _ = futures_wait(list(futures), timeout=timeout, return_when=FIRST_COMPLETED)
+        return set(done)
 
     def map_unordered(
         self, fn: Callable[..., Any], items: Iterable[Any], *, timeout: float | None = None,
@@ -286,6 +358,7 @@ class LocalExecutor(Executor):
         self._broken: str | None = None
         self._idle_deaths = 0
         self.stats = {"tasks": 0, "timeouts": 0, "crashes": 0, "workers_started": 0}
+        self._shared_dir: str | None = None
         self._workers: list[_Worker] = [self._spawn() for _ in range(self.workers)]
         self._thread = threading.Thread(target=self._run, name="graphopt-local-executor", daemon=True)
         self._thread.start()
@@ -326,6 +399,32 @@ class LocalExecutor(Executor):
         if threading.current_thread() is not self._thread:
             self._thread.join()
         _live_executors.discard(self)
+        if self._shared_dir is not None:
+            shutil.rmtree(self._shared_dir, ignore_errors=True)
+            self._shared_dir = None
+
+    def share(self, value: Any, name: str = "value") -> Shared:
+        """Pickled once into a private folder (mode 0700) that the workers read; removed at shutdown."""
+        if self._shared_dir is None:
+            self._shared_dir = tempfile.mkdtemp(prefix="graphopt-shared-")
+        key = f"{name}:{uuid.uuid4().hex}"
+        path = os.path.join(self._shared_dir, key.replace(":", "-") + ".pkl")
+        with open(path, "wb") as f:
+            pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
+        return Shared(key, path=path)
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the current workers (a killed one is replaced by a new process)."""
+        return [w.proc.pid for w in list(self._workers) if w.proc.pid is not None]
+
+    def running(self) -> dict[int, Future]:
+        """``{worker pid: future of the task it runs now}`` (fault-injection tests kill a chosen task's worker)."""
+        out = {}
+        for w in list(self._workers):
+            task = w.task
+            if task is not None and w.proc.pid is not None:
+                out[w.proc.pid] = task.future
+        return out
 
     # -- internals ----------------------------------------------------------------------------------------
 
@@ -545,9 +644,13 @@ class RayExecutor(Executor):
             ray.init(address=address, **init_kwargs)
             self._owns = True
         self.timeout = timeout
+        self._cpus_per_task = num_cpus_per_task
         cpus = ray.cluster_resources().get("CPU", 1)
+        self._fixed_workers = workers
         self.workers = int(workers or max(1, cpus // max(num_cpus_per_task, 1e-9)))
+        self._capacity_at = (time.monotonic(), self.workers)
         self._threads = max(1, int(num_cpus_per_task))
+        self._refs: list[Any] = []  # shared objects stay alive as long as the executor
         self._remote = ray.remote(_ray_call).options(num_cpus=num_cpus_per_task, max_retries=max_retries,
                                                      retry_exceptions=False)
         self._cv = threading.Condition()
@@ -570,6 +673,25 @@ class RayExecutor(Executor):
                                   getattr(fn, "__qualname__", repr(fn)))
             self._cv.notify()
         return fut
+
+    def share(self, value: Any, name: str = "value") -> Shared:
+        """Put once in Ray's object store; workers on any node fetch it once per process."""
+        ref = self._ray.put(value)
+        self._refs.append(ref)
+        return Shared(f"{name}:{uuid.uuid4().hex}", ref=ref)
+
+    def capacity(self) -> int:
+        """Tasks that fit the cluster now (its CPUs / CPUs per task, re-read every 2 s): nodes may join or
+        leave while a search runs. A fixed ``workers`` caps it."""
+        t, n = self._capacity_at
+        if time.monotonic() - t > 2.0:
+            try:
+                cpus = self._ray.cluster_resources().get("CPU", 0)
+                n = max(1, int(cpus // max(self._cpus_per_task, 1e-9)))
+            except Exception:  # noqa: BLE001 - a transient GCS hiccup keeps the last figure
+                pass
+            self._capacity_at = (time.monotonic(), n)
+        return min(n, self._fixed_workers) if self._fixed_workers else n
 
     def _resolve(self, ref: Any, fut: Future, name: str) -> None:
         ray = self._ray
@@ -624,8 +746,192 @@ class RayExecutor(Executor):
                 self._abort = True
             self._cv.notify()
         self._thread.join()
+        self._refs.clear()
         if self._owns and self._ray.is_initialized():
             self._ray.shutdown()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LoopbackRayCluster:
+    """A throw-away Ray cluster on this machine: a head with no CPUs and ``nodes`` worker nodes of
+    ``cpus_per_node`` CPUs each, every node a ``ray start --block`` on 127.0.0.1 (tests and benchmarks; a real
+    cluster is started with ``ray start`` on each machine).
+
+    Each node gets its own ports and temporary folder (nodes on one machine would otherwise collide on the default
+    ports and sockets). The nodes stay in the caller's session, each in a process group of its own: with the
+    kernel's autogroup scheduling a session is one CPU share, so nodes in sessions of their own would get more of
+    a busy machine than the caller's local worker processes, and a comparison of the two would measure that.
+    A node's processes are its ``ray start``'s descendants and whatever runs from its temporary folder;
+    :meth:`stop` signals exactly those (never ``ray stop``, which stops every Ray instance of the user), and
+    :meth:`remove_node` kills one worker node mid-run (what a lost machine looks like to the driver).
+    """
+
+    def __init__(self, nodes: int = 2, cpus_per_node: int = 1, *, start_timeout: float = 120.0) -> None:
+        _import_ray()
+        self.ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
+        if not os.path.exists(self.ray_bin):
+            raise FileNotFoundError(f"the ray command is not next to {sys.executable}")
+        self.port = _free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.temp_dir = tempfile.mkdtemp(prefix="gro-ray-", dir="/tmp")  # short: socket paths are length-limited
+        self.procs: list[Any] = []
+        self.cpus = nodes * cpus_per_node
+        try:
+            self._start(nodes, cpus_per_node, start_timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _popen(self, args: list[str]) -> Any:
+        import subprocess
+
+        env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+        log = open(os.path.join(self.temp_dir, f"node{len(self.procs)}.log"), "wb")  # noqa: SIM115 - kept by the child
+        try:
+            return subprocess.Popen([self.ray_bin, "start", "--block", "--node-ip-address", "127.0.0.1",
+                                     "--disable-usage-stats", *args], stdout=log, stderr=log, env=env,
+                                    process_group=0)
+        finally:
+            log.close()
+
+    def _node_ports(self, i: int) -> list[str]:
+        lo = 20000 + 1000 * i
+        return ["--node-manager-port", str(_free_port()), "--object-manager-port", str(_free_port()),
+                "--dashboard-agent-listen-port", str(_free_port()), "--dashboard-agent-grpc-port", str(_free_port()),
+                "--metrics-export-port", str(_free_port()), "--runtime-env-agent-port", str(_free_port()),
+                "--min-worker-port", str(lo), "--max-worker-port", str(lo + 999),
+                # nodes of one machine would share one session folder and its sockets: each gets its own
+                "--temp-dir", os.path.join(self.temp_dir, f"n{i}")]
+
+    def _start(self, nodes: int, cpus: int, timeout: float) -> None:
+        import socket
+
+        self.procs.append(self._popen(["--head", "--port", str(self.port), "--include-dashboard=false",
+                                       "--num-cpus", "0", "--ray-client-server-port",
+                                       str(_free_port()), *self._node_ports(0)]))
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                break
+            except OSError:
+                if self.procs[0].poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the Ray head did not start (exit code {self.procs[0].poll()}; logs in "
+                                       f"{self.temp_dir})") from None
+                time.sleep(0.2)
+        for i in range(nodes):
+            self.procs.append(self._popen(["--address", self.address, "--num-cpus", str(cpus),
+                                           *self._node_ports(i + 1)]))
+
+    def wait_for_cpus(self, ray: Any, cpus: float | None = None, timeout: float = 120.0) -> None:
+        """Wait (connected as a driver) until the cluster offers ``cpus`` CPUs (default: all its nodes')."""
+        want = self.cpus if cpus is None else cpus
+        deadline = time.monotonic() + timeout
+        while ray.cluster_resources().get("CPU", 0) < want:
+            dead = [i for i, p in enumerate(self.procs) if p.poll() is not None]
+            if dead or time.monotonic() > deadline:
+                raise RuntimeError(f"the loopback Ray cluster has {ray.cluster_resources().get('CPU', 0)} of {want} "
+                                   f"CPUs (nodes exited: {dead}; logs in {self.temp_dir})")
+            time.sleep(0.5)
+
+    def _members(self, i: int) -> set[int]:
+        """Live processes of node ``i`` (0: the head): its ``ray start`` and descendants, and any process running
+        from its temporary folder (a worker orphaned by a dead raylet)."""
+        return _descendants(self.procs[i].pid) | _running_from(os.path.join(self.temp_dir, f"n{i}"))
+
+    def node_of(self, pid: int) -> int | None:
+        """The worker node (0-based) whose processes include ``pid`` (a task's worker), else None."""
+        return next((i for i in range(len(self.procs) - 1) if pid in self._members(1 + i)), None)
+
+    def remove_node(self, i: int) -> None:
+        """Kill worker node ``i`` (0-based) and every process of it at once (SIGKILL): a machine lost mid-run."""
+        for pid in self._members(1 + i):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.procs[1 + i].wait(10)
+
+    def stop(self, grace: float = 3.0) -> None:
+        """Stop every node this object started (SIGTERM, then SIGKILL to what is left after ``grace`` seconds) and
+        remove its temporary folder."""
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            members = set().union(*(self._members(i) for i in range(len(self.procs))))
+            for pid in members:
+                try:
+                    os.kill(pid, sig)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline and any(_alive(pid) for pid in members):
+                time.sleep(0.1)
+        for proc in self.procs:
+            try:
+                proc.wait(5)
+            except Exception:  # noqa: BLE001 - already reaped
+                pass
+        self.procs.clear()
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+    def __enter__(self) -> LoopbackRayCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _proc_table() -> dict[int, tuple[int, str, bytes]]:
+    """``{pid: (parent pid, state, command line)}`` of the live processes (Linux ``/proc``)."""
+    out = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                cmd = f.read()
+        except OSError:
+            continue
+        out[int(d)] = (int(fields[1]), fields[0], cmd)
+    return out
+
+
+def _descendants(root: int) -> set[int]:
+    """``root`` and its descendants that are alive (not zombies)."""
+    table = _proc_table()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    out, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        if pid in table and table[pid][1] != "Z":
+            out.add(pid)
+        todo += children.get(pid, [])
+    return out
+
+
+def _running_from(folder: str) -> set[int]:
+    """Live processes whose command line names ``folder`` (an argument equal to it or inside it)."""
+    needles = (folder.encode() + b"/", folder.encode() + b"\0")
+    return {pid for pid, (_, state, cmd) in _proc_table().items()
+            if state != "Z" and any(n in cmd + b"\0" for n in needles)}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def make_executor(kind: Literal["local", "ray"] = "local", **kwargs: Any) -> Executor:

@@ -43,13 +43,22 @@ Protocol (documented so results are reproducible):
    the original's, else the most accurate one that costs no more than the original (possibly the original).
    The test split is evaluated after the pick, once, for the original and the best. The budget covers
    everything; :class:`BudgetPlanner` splits it between the search and the final training from measured times.
+4. Scaling out (``workers`` > 1 or ``executor="ray"``): candidates are scored by :func:`score_task` in worker
+   processes of a :class:`~graphopt.eval.executors.LocalExecutor` or on a Ray cluster, one thread each, while the
+   driver proposes the next mutants and commits every result to the store (steady-state evolution, see
+   :mod:`graphopt.search.evolution`; ``sync_generations`` gives the serial run's candidates). Each worker
+   receives the training and validation splits (never the test split) and the teacher once, through
+   :meth:`~graphopt.eval.executors.Executor.share` (a private file, or Ray's object store), and caches them;
+   candidates travel as packed IR. ``workers=1`` with the local executor is the serial in-process search.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import random
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -61,7 +70,7 @@ import numpy as np
 from ..errors import GraphoptError
 from ..ir.graph import Graph
 from ..ir.serialize import atomic_write_bytes
-from .evolution import Candidate, EvolutionConfig, ParetoEvolution, pareto_front
+from .evolution import Candidate, EvolutionConfig, ParetoEvolution, RemoteScore, pack_graph, pareto_front, unpack_graph
 
 
 @dataclass
@@ -90,6 +99,10 @@ class OptimizeConfig:
     target: str | None = None  # NPU profile for objective "npu" (analytic latency, graphopt.npu.latency)
     ponas_oversample: int = 3  # ranker "ponas": proposals per trained mutant
     device: str = "auto"  # auto | cpu | cuda: where candidates train
+    workers: int = 1  # candidates scored at once; 1 with the local executor: in this process (the serial search)
+    executor: str = "local"  # local (worker processes on this machine) | ray (a Ray cluster)
+    address: str | None = None  # executor "ray": "auto" or HOST:PORT of a running cluster; None: a local instance
+    sync_generations: bool = False  # parallel: wait for each iteration's candidates (the serial run's candidates)
 
     def __post_init__(self) -> None:
         # checked here, not in optimize(): the CLI writes the run's config.json before the search starts
@@ -111,6 +124,26 @@ class OptimizeConfig:
                                 f"half a point)")
         if not 0 < self.val_fraction < 1:
             raise GraphoptError(f"val_fraction={self.val_fraction}: must be in (0, 1)")
+        if self.executor not in ("local", "ray"):
+            raise GraphoptError(f"--executor {self.executor!r}: choose local (worker processes on this machine) or "
+                                f"ray (a Ray cluster: --address auto or HOST:PORT; none starts a local one)")
+        if int(self.workers) < 1:
+            raise GraphoptError(f"--workers {self.workers}: must be >= 1 (1 scores candidates in this process)")
+        if self.address is not None and self.executor != "ray":
+            raise GraphoptError(f"--address {self.address}: a cluster address needs --executor ray")
+
+    @property
+    def parallel(self) -> bool:
+        """Whether candidates are scored through an executor (else in the calling process, one at a time)."""
+        return self.executor == "ray" or self.workers > 1
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> OptimizeConfig:
+        """The config :meth:`to_json` wrote (fields this version does not know are dropped)."""
+        d = {k: v for k, v in doc.items() if k in cls.__dataclass_fields__}
+        if "cost_window" in d:
+            d["cost_window"] = tuple(d["cost_window"])
+        return cls(**d)
 
     @property
     def resolved_lr(self) -> float:
@@ -157,14 +190,16 @@ def check_ranker(ranker: str) -> None:
     raise GraphoptError(f"--ranker {ranker!r}: choose train, tse, psc, ponas or proxy:<name> (e.g. proxy:nwot)")
 
 
-def _proxy_scorer(graph: Graph, cfg: OptimizeConfig) -> Callable[[Graph, Any], dict[str, Any]]:
-    """Score = one zero-cost proxy on a fixed minibatch of the search's data (see the module docstring)."""
+def _proxy_scorer(graph: Graph, cfg: OptimizeConfig, batch=None) -> Callable[[Graph, Any], dict[str, Any]]:  # noqa: ANN001
+    """Score = one zero-cost proxy on a fixed minibatch of the search's data (see the module docstring);
+    ``batch``: that minibatch when it is already built (a worker receives the driver's)."""
     from graphopt.predictors.proxies import finite_or, spec
     from graphopt.predictors.proxies.passes import proxy_batch, score_graph
 
     name = cfg.ranker.split(":", 1)[1]
     sign = 1.0 if spec(name).higher_is_better else -1.0
-    batch = proxy_batch(graph, cfg.data, cfg.batch_size, cfg.seed)
+    if batch is None:
+        batch = proxy_batch(graph, cfg.data, cfg.batch_size, cfg.seed)
 
     def score(g: Graph, _parent: Any) -> dict[str, Any]:
         t0 = time.monotonic()
@@ -385,6 +420,113 @@ class Trainer:
                               self.splits.info.task)
 
 
+# ------------------------------------------------------------------------------------------- scaling out
+@dataclass(frozen=True)
+class ScoreJob:
+    """What a worker needs to score candidates, besides the candidate: the config and handles to values shared
+    once (:meth:`~graphopt.eval.executors.Executor.share`). Small to pickle; sent with every task."""
+
+    cfg: dict[str, Any]  # OptimizeConfig.to_json()
+    data: Any = None  # Shared: Splits with train and validation (the test split is not shipped)
+    teacher: Any = None  # Shared: the teacher graph, packed (recipe distill)
+    proxy: Any = None  # Shared: the proxy minibatch (ranker proxy:NAME)
+
+
+_WORKER_SCORERS: dict[tuple, Callable[[Graph], dict[str, Any]]] = {}
+_TRAIN_RANKERS = ("train", "tse", "ponas")
+
+
+def _worker_scorer(job: ScoreJob) -> Callable[[Graph], dict[str, Any]]:
+    """The scoring function for ``job``, built once per worker process (data, teacher and trainer cached)."""
+    key = tuple(getattr(x, "key", None) for x in (job.data, job.teacher, job.proxy)) + (
+        json.dumps(job.cfg, sort_keys=True, default=str),)
+    fn = _WORKER_SCORERS.get(key)
+    if fn is not None:
+        return fn
+    cfg = OptimizeConfig.from_json(job.cfg)
+    if cfg.ranker in _TRAIN_RANKERS:
+        teacher = unpack_graph(job.teacher.get(), "<teacher>") if job.teacher is not None else None
+        fn = Trainer(job.data.get(), cfg, teacher=teacher).short_train
+    elif cfg.ranker == "psc":
+        from graphopt.predictors.psc import PSCPredictor
+
+        psc = PSCPredictor.load_default()
+        fn = lambda g: {"score": float(psc.score_graph(g))}  # noqa: E731
+    else:
+        proxy = _proxy_scorer(None, cfg, batch=job.proxy.get())  # type: ignore[arg-type]
+        fn = lambda g: proxy(g, None)  # noqa: E731
+    _WORKER_SCORERS.clear()  # one search per worker at a time: drop the previous one's trainer and data
+    _WORKER_SCORERS[key] = fn
+    return fn
+
+
+def score_task(blob: bytes, job: ScoreJob) -> dict[str, Any]:
+    """Score one packed candidate in a worker (see :class:`~graphopt.search.evolution.RemoteScore`): the same
+    metrics as the serial search's scorer, plus ``_timings`` (worker seconds, deserialization, set-up, process)
+    and, with ``inherit="trained"``, ``_graph`` (the candidate with its fine-tuned weights, packed)."""
+    import torch
+
+    from ..eval.train import default_threads
+
+    t0 = time.perf_counter()
+    torch.set_num_threads(default_threads())  # the executor sets GRAPHOPT_NUM_THREADS per worker
+    g = unpack_graph(blob)
+    t1 = time.perf_counter()
+    scorer = _worker_scorer(job)
+    t2 = time.perf_counter()
+    res = dict(scorer(g))
+    t3 = time.perf_counter()
+    if job.cfg.get("inherit") == "trained" and job.cfg.get("ranker") in _TRAIN_RANKERS:
+        res["_graph"] = pack_graph(g)  # short_train wrote the fine-tuned weights into g
+    res["_timings"] = {"worker_s": time.perf_counter() - t0, "deserialize_s": t1 - t0, "setup_s": t2 - t1,
+                       "scoring_s": t3 - t2, "pid": os.getpid(), "host": socket.gethostname()}
+    return res
+
+
+def warm_task(job: ScoreJob) -> int:
+    """Load what :func:`score_task` needs (data, teacher, trainer) in a worker before the search starts."""
+    _worker_scorer(job)
+    return os.getpid()
+
+
+def start_executor(kind: str, workers: int, address: str | None = None):  # noqa: ANN201 - Executor
+    """The executor ``graphopt optimize`` / ``graphopt search`` score candidates on: ``local``, ``workers``
+    processes of this machine (one thread each); ``ray``, the cluster at ``address`` (``auto`` or HOST:PORT; None
+    starts a local instance with ``workers`` CPUs, or every core when ``workers`` is 1), one CPU and one thread
+    per candidate, capped at ``workers`` when that is above 1. Ray's own task retries are off: the search
+    re-queues a candidate whose worker died and counts the attempt in the store."""
+    from ..eval.executors import LocalExecutor, RayExecutor, cpu_count
+
+    if kind == "ray":
+        kw: dict[str, Any] = {}
+        if address is None:
+            kw["num_cpus"] = workers if workers > 1 else cpu_count()
+        try:
+            return RayExecutor(address, workers=workers if workers > 1 else None, max_retries=0, **kw)
+        except ImportError as e:
+            raise GraphoptError(f"--executor ray: {e}") from None
+        except ConnectionError as e:
+            raise GraphoptError(f"--executor ray --address {address}: no Ray cluster there ({e}); start one with "
+                                f"`ray start --head`, or leave --address out for a local instance") from None
+    return LocalExecutor(workers, threads_per_worker=1)
+
+
+def _scoring_job(executor, cfg: OptimizeConfig, splits, teacher: Graph | None, seed_graph: Graph) -> ScoreJob:  # noqa: ANN001
+    """What workers need, shared once: the splits without the test split, the teacher, the proxy minibatch."""
+    from ..eval.data import Splits
+
+    data = teacher_ref = proxy = None
+    if cfg.ranker in _TRAIN_RANKERS:
+        data = executor.share(Splits(splits.train, splits.val, splits.val.take([]), splits.info), "data")
+        if teacher is not None:
+            teacher_ref = executor.share(pack_graph(teacher), "teacher")
+    elif cfg.ranker.startswith("proxy:"):
+        from graphopt.predictors.proxies.passes import proxy_batch
+
+        proxy = executor.share(proxy_batch(seed_graph, cfg.data, cfg.batch_size, cfg.seed), "proxy-batch")
+    return ScoreJob(cfg.to_json(), data, teacher_ref, proxy)
+
+
 def _mutator(db_path: str | None) -> Callable[[Graph, random.Random], tuple[Graph, list[Any]] | None]:
     from graphopt.passes.autogo import load_default_db, mutate
 
@@ -465,7 +607,11 @@ def _optimize(graph: Graph, out_dir: str | Path, cfg: OptimizeConfig, *, run_dir
     store.meta["config"] = cfg.to_json()
     store.meta["splits"] = {"sizes": splits.sizes(), "val_fraction": cfg.val_fraction, "seed": cfg.seed}
     screen = None
-    if cfg.ranker in ("train", "tse", "ponas"):
+    if cfg.parallel:  # workers score (score_task); the driver proposes, screens and commits
+        score = _scored_in_workers
+        if cfg.ranker == "ponas":
+            screen = _ponas_screen(graph, cfg)
+    elif cfg.ranker in ("train", "tse", "ponas"):
         score = lambda g, parent: trainer.short_train(g)  # noqa: E731
         if cfg.ranker == "ponas":
             screen = _ponas_screen(graph, cfg)
@@ -489,8 +635,9 @@ def _optimize(graph: Graph, out_dir: str | Path, cfg: OptimizeConfig, *, run_dir
         progress=progress, screen=screen, clock=clock)
     n_final = lambda: 1 + min(cfg.final_k, 1 + len([c for c in pareto_front(list(evo.population.values()))  # noqa: E731
                                                    if c.parent is not None]))
-    evo.keep_going = lambda n_children: plan.keep_searching(clock(), n_children, n_final())
+    evo.keep_going = lambda n_children: plan.keep_searching(clock(), n_children, n_final(), queued=evo.queued())
     orig_score = evo.score_fn
+    executor = _attach_executor(evo, plan, cfg, splits, trainer, graph, clock, log) if cfg.parallel else None
     t0 = clock()
 
     def score_and_observe(g: Graph, parent):
@@ -509,8 +656,20 @@ def _optimize(graph: Graph, out_dir: str | Path, cfg: OptimizeConfig, *, run_dir
         return res
 
     evo.score_fn = score_and_observe
-    front = evo.run(graph)
+    try:
+        front = evo.run(graph)
+    except BaseException:
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
+        raise
     search_s = clock() - t0
+    if executor is not None:
+        executor.shutdown(wait=False, cancel_futures=True)  # nothing is in flight; the workers' memory goes back
+        rate = plan.throughput()
+        evo.stats["workers"] = plan.workers
+        if rate is not None:
+            evo.stats["candidates_per_minute"] = round(60 * rate, 2)
+            log(f"measured throughput: {60 * rate:.1f} candidates per minute with {plan.workers} workers")
     seed_hash = store.meta["seed_hash"]
     seed = evo.population[seed_hash]
     finalists = [seed] + pick_finalists(front, seed, cfg.final_k)
@@ -542,6 +701,41 @@ def _optimize(graph: Graph, out_dir: str | Path, cfg: OptimizeConfig, *, run_dir
     log(f"total {clock() - t_begin:.0f}s (budget {cfg.budget_seconds:.0f}s)")
     store.close()
     return result
+
+
+def _scored_in_workers(g: Graph, parent: Candidate | None) -> dict[str, Any]:
+    raise AssertionError("with --workers > 1 or --executor ray, candidates are scored by score_task in workers")
+
+
+def _attach_executor(evo: ParetoEvolution, plan: BudgetPlanner, cfg: OptimizeConfig, splits, trainer: Trainer,
+                     graph: Graph, clock: Callable[[], float], log: Callable[[str], None]):  # noqa: ANN001, ANN202
+    """Start the executor, share what workers need, and have ``evo`` score through it (the planner observes
+    every result the driver commits, with its worker seconds and the time it finished)."""
+    executor = start_executor(cfg.executor, cfg.workers, cfg.address)
+    try:
+        job = _scoring_job(executor, cfg, splits, trainer.teacher_graph, graph)
+    except BaseException:
+        executor.shutdown(wait=False, cancel_futures=True)
+        raise
+    evo.executor, evo.remote = executor, RemoteScore(score_task, (job,), warm=warm_task)
+    plan.workers = executor.capacity()
+    where = (f"Ray cluster {cfg.address}" if cfg.address else "a local Ray instance") if cfg.executor == "ray" \
+        else "local worker processes"
+    log(f"scoring on {where}: {plan.workers} candidates at once, one thread each"
+        + ("; generations synchronized" if cfg.sync_generations else "; steady-state"))
+
+    def on_scored(res: dict[str, Any], seconds: float, parent: Candidate | None) -> None:
+        plan.observe(res, seconds, now=clock())
+        if parent is None:
+            warning = chance_warning(res, splits.info, cfg.score_steps)
+            if warning:
+                log(warning)
+
+    def on_failed(h: str, parent: Candidate | None, why: str) -> None:
+        log(f"candidate failed ({why})" if parent is not None else f"the original failed to train: {why}")
+
+    evo.on_scored, evo.on_failed = on_scored, on_failed
+    return executor
 
 
 def pick_finalists(front: list[Candidate], seed: Candidate, k: int) -> list[Candidate]:
@@ -675,15 +869,20 @@ class BudgetPlanner:
     final_share: float = 0.4
     min_children: int = 3
     step_s_prior: float | None = None  # seconds per training step measured before the search
+    workers: int = 1  # candidates scored at once (the executor's capacity)
     step_s: list[float] = field(default_factory=list)
     eval_s_per_sample: list[float] = field(default_factory=list)
     candidate_s: list[float] = field(default_factory=list)
     distill_step_s: list[float] = field(default_factory=list)
     distill_setup_s: list[float] = field(default_factory=list)
+    done_at: list[float] = field(default_factory=list)  # when each candidate finished (parallel scoring)
 
-    def observe(self, res: dict[str, Any], seconds: float) -> None:
-        """One scored candidate: its result dict and the wall seconds it took."""
+    def observe(self, res: dict[str, Any], seconds: float, now: float | None = None) -> None:
+        """One scored candidate: its result dict and the seconds its scoring took (in its worker, when candidates
+        are scored in parallel; ``now``: when the driver received it, for the measured throughput)."""
         self.candidate_s.append(seconds)
+        if now is not None:
+            self.done_at.append(now)
         if res.get("steps") and res.get("train_seconds") is not None:
             self.step_s.append(float(res["train_seconds"]) / int(res["steps"]))
         if res.get("eval_seconds") is not None and self.n_val:
@@ -724,13 +923,31 @@ class BudgetPlanner:
         want = n_final * self.model_seconds(self.final_epochs) + self._closing_s(n_final)
         return max(self._closing_s(n_final), min(want, self.final_share * self.budget))
 
-    def keep_searching(self, now: float, n_children: int, n_final: int) -> bool:
-        """Whether the search may start another candidate at ``now``."""
+    def throughput(self) -> float | None:
+        """Candidates finished per second, measured over the search after the original (None before three)."""
+        xs = self.done_at[1:]
+        if len(xs) < 3 or xs[-1] <= xs[0]:
+            return None
+        return (len(xs) - 1) / (xs[-1] - xs[0])
+
+    def candidate_seconds(self) -> float:
+        """Predicted seconds of one candidate's scoring (the median so far, the seed's warm-up left out)."""
+        return self._med(self.candidate_s[1:], self._med(self.candidate_s, 0.0))
+
+    def keep_searching(self, now: float, n_children: int, n_final: int, queued: int = 0) -> bool:
+        """Whether the search may start another candidate at ``now``.
+
+        ``n_children`` counts candidates besides the original that are scored or being scored. With ``workers``
+        scoring at once, a candidate starts as soon as one is free and finishes a candidate's time later; one
+        submitted behind ``queued`` others waits for ``queued // workers`` more, so over the search the planner
+        spends the measured parallel throughput (``workers`` / candidate time), and it stops each worker when its
+        next candidate would run into the final phase's reserve."""
         end = self.start + self.budget
-        cand = self._med(self.candidate_s[1:], self._med(self.candidate_s, 0.0))  # [1:]: the seed warms up
-        if now + cand < end - self.final_reserve(n_final):
+        cand = self.candidate_seconds()
+        finish = now + cand * (1 + queued // max(1, self.workers))
+        if finish < end - self.final_reserve(n_final):
             return True
-        return n_children < self.min_children and now + cand < end - self._closing_s(n_final)
+        return n_children < self.min_children and finish < end - self._closing_s(n_final)
 
     def final_plan(self, now: float, n_final: int) -> tuple[float, float]:
         """(epochs, seconds per finalist) that fit the rest of the budget; the seconds cover the segment-local
