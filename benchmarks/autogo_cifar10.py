@@ -65,9 +65,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -76,6 +76,9 @@ import torch
 from scipy import stats
 
 RESULTS = Path(__file__).parent / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import Run  # noqa: E402
+
 CACHE = Path(__file__).parent / ".cache" / "autogo_cifar10"
 PROXY_CHECK = ["nwot", "synflow", "snip", "grad_norm", "jacob_cov", "zen", "params", "flops"]
 DEFAULT_WINDOW = (0.0, 1.10)  # OptimizeConfig.cost_window's default (FLOPs relative to the seed)
@@ -252,17 +255,20 @@ def main() -> None:
                     help="stop after the search (kept in the cache; a later run with the same settings trains)")
     ap.add_argument("--out", type=Path, default=RESULTS / "autogo_cifar10.json")
     args = ap.parse_args()
+    run = Run.start(args.out.name)  # the --out name says which registered results file this run produces
     torch.set_num_threads(args.threads)
     results = []
 
     def write(partial: bool) -> None:
-        doc = {"config": vars(args) | {"out": str(args.out)}, "results": results, "partial": partial,
-               "paper": {"hiaml_flops_change_pct": -19.5, "hiaml_acc_change_points": 0.43},
-               "machine": {"python": platform.python_version(), "torch": torch.__version__}}
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc, indent=1))
-        tmp.replace(args.out)
+        doc = {"config": vars(args) | {"out": str(args.out)}, "results": results,
+               "paper": {"hiaml_flops_change_pct": -19.5, "hiaml_acc_change_points": 0.43}}
+        if partial:  # progress only; the results file is written whole at the end
+            tmp = args.out.with_suffix(".partial.json")
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(doc, indent=1))
+        else:
+            run.write(doc, args.out)
+            args.out.with_suffix(".partial.json").unlink(missing_ok=True)
 
     for name in args.models.split(","):
         print(f"== {name}")

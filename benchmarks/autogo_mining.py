@@ -20,8 +20,6 @@ Writes ``benchmarks/results/autogo_mining.json``.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import resource
 import statistics
 import sys
@@ -34,6 +32,9 @@ import numpy as np
 from graphopt.passes.autogo import SegmentDB, graph_tokens, mine, mutate
 from graphopt.passes.autogo.corpus import DEFAULT_CORPUS, corpus_graphs
 from graphopt.passes.autogo.mine import _sym
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import Run  # noqa: E402
 
 PAPER = {"graphs": 21000, "mining_minutes": "< 20", "memory_GB": 10, "unique_segments": 428, "ilp_solve_s": 0.1}
 
@@ -86,10 +87,14 @@ def main() -> None:
     ap.add_argument("--py-merges", type=int, default=100, help="merges timed for the plain-Python BPE trainer")
     ap.add_argument("--no-trace", action="store_true", help="skip the tracemalloc memory pass")
     ap.add_argument("--db", type=Path, default=None, help="also save the built database here")
-    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "autogo_mining.json")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 20 NB201 nets, 10 mutations, no tracemalloc")
+    ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
+    run = Run.start("autogo_mining.json", quick=args.quick)
+    if args.quick:
+        args.nb201, args.mutations, args.py_merges, args.no_trace = 20, 10, 10, True
     items = [c for c in DEFAULT_CORPUS if not c.startswith("nb201:")] + [f"nb201:{args.nb201}"]
-    res: dict = {"corpus": items, "platform": platform.platform(), "python": sys.version.split()[0], "paper": PAPER}
+    res: dict = {"corpus": items, "paper": PAPER}
 
     t0 = time.perf_counter()
     names, graphs = [], []
@@ -207,9 +212,7 @@ def main() -> None:
     print(f"{'metric':<{w}}  {'graphopt':<34}  paper")
     for a, b, c in rows:
         print(f"{a:<{w}}  {b:<34}  {c}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=1))
-    print(f"wrote {args.out}")
+    print(f"wrote {run.write(res, args.out)}")
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ embedding, NHWC permutes.
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -49,7 +49,8 @@ from graphopt.backends.torch import to_torch
 from graphopt.frontends.torch import from_torch
 from graphopt.ir import verify
 
-OUT = Path(__file__).resolve().parent / "results" / "autogo_mutation_zoo.json"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import Run  # noqa: E402
 
 
 def _first(y):
@@ -104,8 +105,12 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--models", default=",".join(m for m in models.names() if m != "nb201"))
-    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--quick", action="store_true", help="smoke run: 3 calls on resnet20 and vit_tiny")
+    ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
+    run = Run.start("autogo_mutation_zoo.json", quick=args.quick)
+    if args.quick:
+        args.calls, args.models = 3, "resnet20,vit_tiny"
     torch.set_num_threads(1)
     db, vocab = load_default_db()
     rows = []
@@ -117,9 +122,7 @@ def main() -> None:
         top = f"{r['top_failure'][0]} ({r['top_failure'][1]})" if r["top_failure"] else "-"
         print(f"{name:<20} {r['nodes']:>5} {r['succeeded']:>3}/{r['calls']:<2} {f.get('exact', 0):>5} "
               f"{f.get('propagated', 0):>5} {r['token_runs']:>6} {r['mutations_per_s']:>6.1f}  {top}", flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"calls": args.calls, "seed": args.seed, "rows": rows}, indent=1))
-    print(f"wrote {args.out}")
+    print(f"wrote {run.write({'calls': args.calls, 'seed': args.seed, 'rows': rows}, args.out)}")
 
 
 if __name__ == "__main__":

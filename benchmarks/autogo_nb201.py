@@ -1,52 +1,51 @@
-"""AutoGO search on NAS-Bench-201 (CIFAR-10): best true test accuracy found after 20 / 50 / 100 queries.
+"""NB201 search on CIFAR-10 with a validation oracle: AutoGO (PSC-ranked mutation), REA and random search.
 
-Protocol (seeded, documented):
+Protocol (seeded, documented; every method gets the same oracle and the same budget):
 
-* **start**: the median NB201 architecture (the cell at the median of the 15,625 CIFAR-10 test accuracies,
-  200-epoch schedule, seed mean, ``/work/shared/data/nas/nb201_test_acc_3datasets_vtao.csv``); it is the first
-  query (its accuracy is needed on the Pareto front).
-* **candidates**: AutoGO segment mutation restricted to the NB201 space
-  (:mod:`graphopt.passes.autogo.nb201_space`): the cell's six edges are the segments, a run of 1-3 consecutive
-  edges (half from the cheapest runs, half random) is replaced by NB201 op segments of the shipped segment
-  database, the same way in all 15 cells, and the mutated IR graph is verified and mapped back to its arch
-  string. *Necessary deviation from AutoGO*: free mutation (any database segment, one place in the graph)
-  leaves the NB201 space, and then no true accuracy can be looked up; restricting replacements to NB201 ops
-  applied to every cell keeps every candidate in the table. Each distinct arch is built by a real mutation
-  once; its PSC features are memoized by arch string (tests check that a mutated graph is structure-hash- and
-  feature-identical to the NB201 builder's graph of the arch it maps to, so the memo cannot change a score).
-  Parent graphs are rebuilt from their arch string with the builder for the same reason.
-* **loop** (per iteration): parents = ``select_parents`` of :mod:`graphopt.search.evolution` (grid sampling
-  over the Pareto front of (true accuracy, FLOPs) of the queried archs, rank-sum gap filling); each parent
-  gets ``--proposals`` mutation proposals; the unqueried distinct archs form the pool; the **ranker** picks the
-  ``--batch`` best of the pool; each pick is one **query** (true accuracy looked up in the table, counted
-  against the budget; an arch is never queried twice). ``ParetoEvolution.run`` itself is not used: it scores
-  every accepted mutant with one function, whereas here a cheap ranker screens many mutants and only the top
-  ones are queried. Objective accuracy, cost FLOPs; no FLOPs window (the target is accuracy).
-* **rankers** (the PSC score of a graph = mean PSC over its deterministic prefix/segment/context splits,
-  :meth:`PSCPredictor.score_graph`, batched):
+* **oracle** (what a search may read): the CIFAR-10-valid accuracy after NAS-Bench-201's 12-epoch schedule,
+  ``c10valid_hp12_valacc`` of ``/work/shared/data/nas/robot_nb201_testacc_hp12.csv`` (the NATS-Bench "hp=12"
+  search signal that RoBoT and PO-NAS search on; ``benchmarks/estimators_nb201.py`` uses it for PO-NAS). Each
+  distinct architecture asked for is one **query**; asking again for an architecture already queried is answered
+  from memory and costs nothing. The budget is 20 / 50 / 100 queries (one run of 100, read at 20 and 50).
+* **selection and report**: after q queries a method's answer is the queried architecture with the best
+  *validation* figure; the table reports that architecture's CIFAR-10 *test* accuracy after the 200-epoch schedule
+  (seed mean, ``nb201_test_acc_3datasets_vtao.csv``, the labels of :func:`load_nb201_labels`). The test table is read
+  only to report the answer, never by a search.
+* **AutoGO** (``autogo_*`` rows): start = the median NB201 architecture *by validation accuracy* (first query);
+  candidates = AutoGO segment mutation restricted to the NB201 space (:mod:`graphopt.passes.autogo.nb201_space`:
+  the cell's six edges are the segments, a run of 1-3 consecutive edges is replaced by NB201 op segments of the
+  shipped segment database in all 15 cells, the mutant is verified and mapped back to its arch string; *necessary
+  deviation from AutoGO*: free mutation would leave the NB201 space, where nothing can be looked up). Each distinct
+  arch is built by a real mutation once and its PSC features memoized by arch string (tests check that a mutant is
+  structure-hash- and feature-identical to the builder's graph of its arch). Per iteration: parents =
+  ``select_parents`` of :mod:`graphopt.search.evolution` (grid over the Pareto front of (validation accuracy,
+  FLOPs) of the queried archs); ``--proposals`` mutations per parent; the unqueried distinct archs form the pool;
+  the ranker picks the ``--batch`` best of the pool and each pick is queried. Rankers:
 
-  - ``psc_online`` — **the honest figure**: PSC fine-tuned only on the archs queried so far (retrained from
-    scratch every ``--retrain-every`` queries, ``--train-steps`` Adam steps, 8 random splits per graph) from an
-    encoder pretrained *self-supervised* on the label-free structure of all 15,625 NB201 graphs
-    (:func:`pretrain_state`; no accuracy is read). Before the first ``--retrain-every`` queries it has no labels
-    and the first batch is random;
-  - ``psc_held128`` — PSC trained once on 128 random archs (same pretrained encoder) that the search is then
-    forbidden to query; those 128 labels are read *in addition* to the query budget;
-  - ``psc_shipped`` — the shipped weights ``models/weights/psc_nb201.pt``, trained on **all 15,625 archs**, so
-    on the answers: an upper bound of what a perfect-ish ranker gives, not a fair search result;
-  - ``random`` — no predictor: the batch is drawn at random from the pool (what the PSC ranking adds).
+  - ``autogo_psc_online``: PSC fine-tuned only on the (arch, validation accuracy) pairs queried so far in that run
+    (retrained every ``--retrain-every`` queries), from an encoder pretrained *self-supervised* on the label-free
+    structure of all 15,625 NB201 graphs (:func:`pretrain_state`; no accuracy read); random before its first
+    retrain;
+  - ``autogo_psc_held128``: PSC trained once on the validation accuracy of 128 random archs that the search may
+    then not query; these 128 labels are read **in addition** to the budget;
+  - ``autogo_random``: the same mutation loop with a random pick from the pool (what the PSC ranking adds).
 
-References (README of the shared NB201 data): REA 93.92 (query budget not stated there), random search 93.70;
-AutoGO paper on NB-201: 93.50 → 93.84. NB201 optimum 94.37.
+* **REA** (``rea``): regularized evolution as in NATS-Bench's ``regularized_ea.py`` (population 10, tournament
+  sample 3, mutation = one random edge set to a different op, the oldest member dies), on the same oracle.
+* **random search** (``random_search``): uniformly random archs, best by validation.
+* **published protocol** (``rea_12000s``, ``random_search_12000s``): the same REA and random search with NATS-Bench's
+  budget instead of a query count, 12,000 s of simulated training time (each evaluation charged its
+  ``c10valid_hp12_cost_s``, repeats charged again as in the original; 100-115 evaluations): the protocol behind the
+  published REA 93.92 and random search 93.70 (NB201 paper, CIFAR-10 test accuracy of the arch found with the
+  12-epoch validation signal). The AutoGO paper's 93.84 (NB-201, from a 93.50 start) used its own protocol, not
+  this one: it is printed beside, not compared like for like.
 
-Measured (10 seeds, 19.5 min on the shared 2-core machine; @20 / @50 / @100 queries, mean): psc_online 93.80 /
-94.33 / 94.34, psc_held128 94.23 / 94.34 / 94.35, psc_shipped 94.32 / 94.37 / 94.37, random 93.32 / 93.74 /
-94.15. The restricted mutation local search is itself strong from the median arch; PSC mainly makes it
-faster (fewer queries to the top).
+``psc_shipped`` (the shipped PSC weights, trained on the *test* accuracy of all 15,625 archs) is not run: a
+predictor trained on the answers would select on the test table.
 
-Runs single-threaded (``torch.set_num_threads(1)``; run it under ``nice`` on a shared machine).
-``--quick``: 2 seeds, 30 queries, 2 variants (a smoke run; figures not comparable).
-Writes ``benchmarks/results/autogo_nb201.json``.
+Runs single-threaded (``torch.set_num_threads(1)``; run it under ``nice`` on a shared machine). ``--quick``: 2
+seeds, 30 queries, no PSC pretraining (a smoke run; figures not comparable, not written to the results file).
+Writes ``benchmarks/results/autogo_nb201.json`` (with provenance, ``benchmarks/_results.py``).
 
     nice .venv/bin/python benchmarks/autogo_nb201.py [--quick]
 """
@@ -54,13 +53,13 @@ Writes ``benchmarks/results/autogo_nb201.json``.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
-import os
-import platform
 import random
 import re
+import sys
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,7 +67,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from graphopt.passes.autogo.nb201_space import NB201Space, parse_nb201
+from graphopt.passes.autogo.nb201_space import NB201_OPS, NB201Space, arch_ops, arch_string, parse_nb201
 from graphopt.predictors.gnn_features import PackedGraphs, RawFeatures, raw_features
 from graphopt.predictors.nb201_dataset import build_nb201_ir, load_nb201_labels, nb201_packed
 from graphopt.predictors.psc import (
@@ -83,28 +82,111 @@ from graphopt.predictors.psc import (
 from graphopt.ir.cost import graph_cost
 from graphopt.search.evolution import Candidate, select_parents
 
-REFERENCES = {"REA": 93.92, "random search": 93.70, "AutoGO paper start": 93.50, "AutoGO paper best": 93.84,
-              "NB201 optimum": 94.37}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import Run  # noqa: E402
+
+VALID_CSV = Path("/work/shared/data/nas/robot_nb201_testacc_hp12.csv")
+PUBLISHED = {
+    "REA": {"test_acc": 93.92, "protocol": "NB201 paper: 12,000 s simulated budget of 12-epoch CIFAR-10-valid "
+                                          "queries (~110), final arch by validation", "row": "rea_12000s"},
+    "random search": {"test_acc": 93.70, "protocol": "NB201 paper: same budget and signal as REA",
+                      "row": "random_search_12000s"},
+    "AutoGO paper (NB-201)": {"test_acc": 93.84, "protocol": "AutoGO paper, from a 93.50 start; its query budget "
+                                                            "and oracle are not those of this script", "row": None},
+    "NB201 optimum": {"test_acc": 94.37, "protocol": "best 200-epoch test accuracy in the space", "row": None},
+}
 CHECKPOINTS = (20, 50, 100)
-VARIANTS = ("psc_online", "psc_held128", "psc_shipped", "random")
+TIME_BUDGET_S = 12000.0
+AUTOGO = ("autogo_psc_online", "autogo_psc_held128", "autogo_random")
+BASELINES = ("rea", "random_search")
+PUBLISHED_PROTOCOL = ("rea_12000s", "random_search_12000s")
+VARIANTS = AUTOGO + BASELINES + PUBLISHED_PROTOCOL
 
 
 # ---------------------------------------------------------------------------------------------------- table
 class NB201Table:
-    """True CIFAR-10 test accuracy by arch string; every lookup through :meth:`query` is one counted query."""
+    """Validation accuracy (what a search reads) and test accuracy (what the report reads) by arch string."""
 
-    def __init__(self, archs: list[str], acc: np.ndarray) -> None:
-        self.archs = archs
-        self.acc = {a: float(v) for a, v in zip(archs, acc, strict=True)}
+    def __init__(self, archs: list[str], val: np.ndarray, test: np.ndarray, cost: np.ndarray | None = None) -> None:
+        self.archs = list(archs)
+        self.index = {a: i for i, a in enumerate(self.archs)}
+        self.val = {a: float(v) for a, v in zip(archs, val, strict=True)}
+        self._test = {a: float(v) for a, v in zip(archs, test, strict=True)}
+        self.cost = {a: float(c) for a, c in zip(archs, cost if cost is not None else np.zeros(len(archs)),
+                                                 strict=True)}
 
-    def lookup(self, arch: str) -> float:
-        if arch not in self.acc:
+    @classmethod
+    def load(cls, valid_csv: Path = VALID_CSV) -> NB201Table:
+        archs, test = load_nb201_labels()
+        val, cost = {}, {}
+        with valid_csv.open(newline="") as fh:
+            for r in csv.DictReader(fh):
+                val[r["arch_str"]] = float(r["c10valid_hp12_valacc"])
+                cost[r["arch_str"]] = float(r["c10valid_hp12_cost_s"])
+        return cls(archs, np.array([val[a] for a in archs]), test, np.array([cost[a] for a in archs]))
+
+    def _check(self, arch: str) -> None:
+        if arch not in self.val:
             raise KeyError(f"{arch!r} is not an NB201 arch string of the ground-truth table")
-        return self.acc[arch]
+
+    def validation(self, arch: str) -> float:
+        self._check(arch)
+        return self.val[arch]
+
+    def test_accuracy(self, arch: str) -> float:
+        """The 200-epoch test accuracy: for the report only, never for a search decision."""
+        self._check(arch)
+        return self._test[arch]
 
     def median_arch(self) -> str:
-        order = sorted(self.archs, key=lambda a: (self.acc[a], a))
+        """The median architecture by validation accuracy (ties by arch string)."""
+        order = sorted(self.archs, key=lambda a: (self.val[a], a))
         return order[len(order) // 2]
+
+
+class Oracle:
+    """Counted access to the validation table; the only thing a search reads.
+
+    ``queries``: distinct archs asked for, in order. A repeat is answered from memory; it costs a query never, and
+    simulated training time only with ``charge_repeats`` (NATS-Bench's REA/random search re-train a repeat).
+    """
+
+    def __init__(self, table: NB201Table, forbidden: set[str] | None = None, charge_repeats: bool = False) -> None:
+        self.table = table
+        self.forbidden = forbidden or set()
+        self.charge_repeats = charge_repeats
+        self.answers: dict[str, float] = {}
+        self.queries: list[str] = []
+        self.evaluations = 0
+        self.time_s = 0.0
+
+    def __call__(self, arch: str) -> float:
+        if arch in self.forbidden:
+            raise ValueError(f"{arch} may not be queried")
+        self.evaluations += 1
+        if arch in self.answers:
+            if self.charge_repeats:
+                self.time_s += self.table.cost[arch]
+            return self.answers[arch]
+        self.answers[arch] = self.table.validation(arch)
+        self.queries.append(arch)
+        self.time_s += self.table.cost[arch]
+        return self.answers[arch]
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+
+def selection_trajectory(oracle: Oracle, table: NB201Table) -> dict[str, list]:
+    """After each query: the arch with the best validation so far, its validation and its test accuracy."""
+    best, out = None, {"selected": [], "val": [], "test": []}
+    for a in oracle.queries:
+        if best is None or oracle.answers[a] > oracle.answers[best]:
+            best = a
+        out["selected"].append(best)
+        out["val"].append(oracle.answers[best])
+        out["test"].append(table.test_accuracy(best))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- mutation glue
@@ -158,7 +240,7 @@ class Mutator:
 # ------------------------------------------------------------------------------------------------- rankers
 @dataclass
 class Ranker:
-    """Scores a pool of archs; ``update`` sees the queried (arch, accuracy) pairs after each batch."""
+    """Scores a pool of archs; ``update`` sees the queried (arch, validation accuracy) pairs after each batch."""
 
     name: str
     score: Callable[[list[str]], np.ndarray]
@@ -177,7 +259,7 @@ def fixed_ranker(name: str, pred: PSCPredictor, mut: Mutator, memo: dict[str, fl
     return Ranker(name, score, info=info)
 
 
-def online_ranker(mut: Mutator, state: dict, every: int, steps: int, seed: int, timing: dict) -> Ranker:
+def online_ranker(mut: Mutator, state: dict | None, every: int, steps: int, seed: int, timing: dict) -> Ranker:
     box: dict[str, Any] = {"pred": None, "n": 0}
 
     def update(queried: dict[str, float]) -> None:
@@ -191,8 +273,7 @@ def online_ranker(mut: Mutator, state: dict, every: int, steps: int, seed: int, 
         epochs = max(1, round(steps * 32 / (n * spg)))
         t = time.perf_counter()
         box["pred"] = train_predictor(data, PSCConfig(epochs=epochs, splits_per_graph=spg, seed=seed,
-                                                                effective=mut.effective),
-                                      init_state=state)
+                                                      effective=mut.effective), init_state=state)
         timing["train_s"] = timing.get("train_s", 0.0) + time.perf_counter() - t
         timing["retrains"] = timing.get("retrains", 0) + 1
         box["n"] = n
@@ -202,202 +283,267 @@ def online_ranker(mut: Mutator, state: dict, every: int, steps: int, seed: int, 
             return np.random.default_rng(seed + len(archs)).random(len(archs))
         return predict_packed(box["pred"], mut.packed(archs), latent=True)
 
-    return Ranker("psc_online", score, update)
+    return Ranker("autogo_psc_online", score, update)
 
 
 def random_ranker(seed: int) -> Ranker:
     rng = np.random.default_rng(seed + 77)
-    return Ranker("random", lambda archs: rng.random(len(archs)))
+    return Ranker("autogo_random", lambda archs: rng.random(len(archs)))
 
 
-# -------------------------------------------------------------------------------------------------- search
-def search(start: str, table: NB201Table, mut: Mutator, ranker: Ranker, *, seed: int, budget: int,
-           parents: int, proposals: int, batch: int, forbidden: set[str] | None = None) -> dict[str, Any]:
-    """One AutoGO search (module doc); returns the query trajectory and statistics."""
+# -------------------------------------------------------------------------------------------------- searches
+def search(start: str, oracle: Oracle, mut: Mutator, ranker: Ranker, *, seed: int, budget: int,
+           parents: int, proposals: int, batch: int) -> dict[str, Any]:
+    """One AutoGO search (module doc) of ``budget`` queries through ``oracle``."""
     rng = np.random.default_rng(seed)
     prng = random.Random(seed)
-    forbidden = forbidden or set()
-    queried: dict[str, float] = {}
-    order: list[str] = []
     pool_sizes: list[int] = []
-
-    def query(arch: str) -> None:
-        assert arch not in queried and arch not in forbidden
-        queried[arch] = table.lookup(arch)
-        order.append(arch)
-
-    query(start)
+    oracle(start)
     mut.parent(start)
-    it = 0
-    while len(queried) < budget:
-        cands = [Candidate(a, None, queried[a], mut.flops[a]) for a in order]  # type: ignore[arg-type]
+    it = idle = 0
+    while len(oracle) < budget:
+        cands = [Candidate(a, None, oracle.answers[a], mut.flops[a]) for a in oracle.queries]  # type: ignore[arg-type]
         chosen = select_parents(cands, parents, prng)
         pool: dict[str, None] = {}
         for p in chosen:
             for _ in range(proposals):
                 c = mut.propose(p.hash, rng)
-                if c not in queried and c not in forbidden:
+                if c not in oracle.answers and c not in oracle.forbidden:
                     pool[c] = None
         archs = list(pool)
         pool_sizes.append(len(archs))
+        it += 1
         if not archs:
-            it += 1
-            if it > 1000:
+            idle += 1
+            if idle > 1000:
                 raise RuntimeError("no new candidates for 1000 iterations")
             continue
         s = ranker.score(archs)
-        for k in np.argsort(-s, kind="stable")[: min(batch, budget - len(queried))]:
-            query(archs[int(k)])
-        ranker.update(queried)
-        it += 1
-    best = np.maximum.accumulate([queried[a] for a in order])
-    return {"seed": seed, "trajectory": [float(v) for v in best], "queried": order,
-            "best_arch": max(order, key=lambda a: queried[a]), "iterations": it,
-            "mean_pool": float(np.mean(pool_sizes)) if pool_sizes else 0.0}
+        for k in np.argsort(-s, kind="stable")[: min(batch, budget - len(oracle))]:
+            oracle(archs[int(k)])
+        ranker.update(dict(oracle.answers))
+    return {"iterations": it, "mean_pool": float(np.mean(pool_sizes)) if pool_sizes else 0.0}
+
+
+def _random_arch(rng: random.Random) -> str:
+    return arch_string([rng.choice(NB201_OPS) for _ in range(6)])
+
+
+def _mutate_one_edge(arch: str, rng: random.Random) -> str:
+    """NATS-Bench REA's mutation: one random edge gets a different random op."""
+    ops = arch_ops(arch)
+    i = rng.randrange(6)
+    ops[i] = rng.choice([o for o in NB201_OPS if o != ops[i]])
+    return arch_string(ops)
+
+
+def _done(oracle: Oracle, budget: int | None, time_budget: float | None) -> bool:
+    if time_budget is not None:
+        return oracle.time_s >= time_budget
+    return len(oracle) >= budget  # type: ignore[operator]
+
+
+def rea(oracle: Oracle, *, seed: int, budget: int | None = None, time_budget: float | None = None,
+        population: int = 10, sample: int = 3, max_evaluations: int = 100_000) -> dict[str, Any]:
+    """Regularized evolution (NATS-Bench ``regularized_ea.py``): stop after ``budget`` distinct queries or once
+    the simulated training time reaches ``time_budget`` seconds."""
+    rng = random.Random(seed)
+    pop: deque[tuple[str, float]] = deque()
+    while len(pop) < population and not _done(oracle, budget, time_budget):
+        a = _random_arch(rng)
+        pop.append((a, oracle(a)))
+    while not _done(oracle, budget, time_budget):
+        if oracle.evaluations > max_evaluations:
+            raise RuntimeError("REA: no new architectures after many evaluations")
+        parent = max((rng.choice(pop) for _ in range(sample)), key=lambda t: t[1])
+        child = _mutate_one_edge(parent[0], rng)
+        pop.append((child, oracle(child)))
+        pop.popleft()
+    return {"evaluations": oracle.evaluations}
+
+
+def random_search(oracle: Oracle, *, seed: int, budget: int | None = None, time_budget: float | None = None,
+                  max_evaluations: int = 100_000) -> dict[str, Any]:
+    rng = random.Random(seed)
+    while not _done(oracle, budget, time_budget):
+        if oracle.evaluations > max_evaluations:
+            raise RuntimeError("random search: no new architectures after many evaluations")
+        oracle(_random_arch(rng))
+    return {"evaluations": oracle.evaluations}
 
 
 # ---------------------------------------------------------------------------------------------------- main
-def dump_json(out: dict[str, Any], index: dict[str, int]) -> str:
-    """The result JSON, kept small: queried archs as NB201 indices (row of the ground-truth CSV), number lists
-    on one line."""
-    for r in out["results"].values():
-        for run in r["runs"]:
-            if "queried" in run:
-                run["queried_index"] = [index[x] for x in run.pop("queried")]
-    text = json.dumps(out, indent=1)
+def _compact(text: str) -> str:
+    """Number lists on one line (the per-run trajectories)."""
     return re.sub(r"\[\s*([-0-9.e, \n]+?)\s*\]", lambda m: "[" + ",".join(
         x.strip() for x in m.group(1).split(",")) + "]", text)
 
 
-def main() -> None:
+def _summary(runs: list[dict[str, Any]], budget: int) -> dict[str, Any]:
+    out = {}
+    for q in CHECKPOINTS:
+        if q > budget:
+            continue
+        test = np.array([r["test"][q - 1] for r in runs])
+        val = np.array([r["val"][q - 1] for r in runs])
+        out[str(q)] = {"test_mean": float(test.mean()), "test_std": float(test.std()),
+                       "val_mean": float(val.mean()), "n_seeds": len(runs)}
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, default=10)
-    ap.add_argument("--budget", type=int, default=100)
+    ap.add_argument("--budget", type=int, default=100, help="queries per run (read at 20 / 50 / 100)")
     ap.add_argument("--variants", default=",".join(VARIANTS))
-    ap.add_argument("--parents", type=int, default=4, help="parents per iteration (grid over the Pareto front)")
-    ap.add_argument("--proposals", type=int, default=20, help="mutation proposals per parent")
-    ap.add_argument("--batch", type=int, default=5, help="queries per iteration (top of the ranked pool)")
-    ap.add_argument("--retrain-every", type=int, default=10, help="psc_online: queries between retrains")
-    ap.add_argument("--train-steps", type=int, default=150, help="psc_online: Adam steps per retrain")
-    ap.add_argument("--held-steps", type=int, default=1000, help="psc_held128: Adam steps")
+    ap.add_argument("--parents", type=int, default=4, help="AutoGO: parents per iteration (grid over the front)")
+    ap.add_argument("--proposals", type=int, default=20, help="AutoGO: mutation proposals per parent")
+    ap.add_argument("--batch", type=int, default=5, help="AutoGO: queries per iteration (top of the ranked pool)")
+    ap.add_argument("--retrain-every", type=int, default=10, help="autogo_psc_online: queries between retrains")
+    ap.add_argument("--train-steps", type=int, default=150, help="autogo_psc_online: Adam steps per retrain")
+    ap.add_argument("--held-steps", type=int, default=1000, help="autogo_psc_held128: Adam steps")
     ap.add_argument("--pretrain-epochs", type=int, default=1)
+    ap.add_argument("--time-budget", type=float, default=TIME_BUDGET_S,
+                    help="simulated seconds of the published-protocol rows")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "autogo_nb201.json")
-    a = ap.parse_args()
+    ap.add_argument("--out", type=Path, default=None)
+    a = ap.parse_args(argv)
+    run_info = Run.start("autogo_nb201.json", argv=None if argv is None else [__file__, *argv], quick=a.quick)
     torch.set_num_threads(a.threads)
     if a.quick:
-        a.seeds, a.budget, a.variants = 2, 30, "psc_online,random"
+        a.seeds, a.budget, a.pretrain_epochs = 2, 30, 0
     variants = [v.strip() for v in a.variants.split(",") if v.strip()]
     bad = [v for v in variants if v not in VARIANTS]
     if bad:
         raise SystemExit(f"--variants: unknown {bad}; choose from {VARIANTS}")
     t_all = time.time()
 
-    archs, acc = load_nb201_labels()
-    table = NB201Table(archs, acc)
+    table = NB201Table.load()
     start = table.median_arch()
     space = NB201Space()
-    shipped = PSCPredictor.load(default_weights_path())
-    # every variant reads the features the shipped weights were trained on (effective view or every node)
+    shipped = PSCPredictor.load(default_weights_path())  # read for its feature vocabulary and view only
     mut = Mutator(space, list(shipped.cfg.vocab), effective=shipped.cfg.effective)
-    # label-free structure for pretraining; the 128 training archs of psc_held128
-    packed = nb201_packed(effective=mut.effective)
-    print(f"start (median of {len(archs)}): {start}  acc {table.lookup(start):.2f}")
+    print(f"start (median of {len(table.archs)} by validation): {start}  val {table.validation(start):.2f}",
+          flush=True)
     timing: dict[str, Any] = {}
     info: dict[str, Any] = {}
 
     state = None
-    if any(v in ("psc_online", "psc_held128") for v in variants):
-        t = time.time()
-        cfg = PSCConfig(pretrain_epochs=a.pretrain_epochs, seed=0, effective=mut.effective)
-        state = pretrain_state(packed, cfg)  # graph statistics only: packed.y is never read
-        timing["pretrain_s"] = round(time.time() - t, 1)
-        print(f"self-supervised pretraining on {len(packed)} label-free graphs: {timing['pretrain_s']} s", flush=True)
+    if any(v in ("autogo_psc_online", "autogo_psc_held128") for v in variants):
+        packed = nb201_packed(effective=mut.effective)  # label-free structure (packed.y is never read)
+        if a.pretrain_epochs > 0:
+            t = time.time()
+            state = pretrain_state(packed, PSCConfig(pretrain_epochs=a.pretrain_epochs, seed=0,
+                                                     effective=mut.effective))
+            timing["pretrain_s"] = round(time.time() - t, 1)
+            print(f"self-supervised pretraining on {len(packed)} label-free graphs: {timing['pretrain_s']} s",
+                  flush=True)
 
     held_pred, held_set = None, set()
-    if "psc_held128" in variants:
+    if "autogo_psc_held128" in variants:
         rng = np.random.default_rng(12345)
-        idx = rng.permutation(len(packed))
-        idx = [i for i in idx if packed.keys[i] != start][:128]
+        idx = [i for i in rng.permutation(len(packed)) if packed.keys[i] != start][:128]
         held_set = {packed.keys[i] for i in idx}
         sub = packed.subset(idx)
+        sub.y = np.array([table.validation(k) for k in sub.keys], dtype=np.float32)  # validation labels
         t = time.time()
         held_pred = train_predictor(sub, PSCConfig(epochs=max(1, round(a.held_steps * 32 / (128 * 8))),
                                                    splits_per_graph=8, seed=0, effective=mut.effective),
-                                   init_state=state)
+                                    init_state=state)
         timing["held128_train_s"] = round(time.time() - t, 1)
-        info["held128_best_label"] = float(max(sub.y))
-        print(f"psc_held128 trained on 128 archs (best label {max(sub.y):.2f}): {timing['held128_train_s']} s",
-              flush=True)
+        info["held128_best_val"] = float(max(sub.y))
+        print(f"autogo_psc_held128 trained on 128 validation labels: {timing['held128_train_s']} s", flush=True)
 
     results: dict[str, Any] = {}
-    memo_shipped: dict[str, float] = {}
     memo_held: dict[str, float] = {}
     for v in variants:
         t_v = time.time()
         runs = []
         vt: dict[str, Any] = {}
         for seed in range(a.seeds):
-            if v == "psc_online":
-                r = online_ranker(mut, state, a.retrain_every, a.train_steps, seed, vt)  # type: ignore[arg-type]
-            elif v == "psc_held128":
-                r = fixed_ranker(v, held_pred, mut, memo_held, {})  # type: ignore[arg-type]
-            elif v == "psc_shipped":
-                r = fixed_ranker(v, shipped, mut, memo_shipped, {})
+            timed = v in PUBLISHED_PROTOCOL
+            oracle = Oracle(table, forbidden=held_set if v == "autogo_psc_held128" else None, charge_repeats=timed)
+            if v in AUTOGO:
+                if v == "autogo_psc_online":
+                    r = online_ranker(mut, state, a.retrain_every, a.train_steps, seed, vt)
+                elif v == "autogo_psc_held128":
+                    r = fixed_ranker(v, held_pred, mut, memo_held, {})  # type: ignore[arg-type]
+                else:
+                    r = random_ranker(seed)
+                stats = search(start, oracle, mut, r, seed=seed, budget=a.budget, parents=a.parents,
+                               proposals=a.proposals, batch=a.batch)
+            elif v == "rea":
+                stats = rea(oracle, seed=seed, budget=a.budget)
+            elif v == "random_search":
+                stats = random_search(oracle, seed=seed, budget=a.budget)
+            elif v == "rea_12000s":
+                stats = rea(oracle, seed=seed, time_budget=a.time_budget)
             else:
-                r = random_ranker(seed)
-            res = search(start, table, mut, r, seed=seed, budget=a.budget, parents=a.parents,
-                         proposals=a.proposals, batch=a.batch, forbidden=held_set if v == "psc_held128" else None)
-            assert len(set(res["queried"])) == len(res["queried"]) == a.budget
-            runs.append(res)
-            cp = {q: res["trajectory"][q - 1] for q in CHECKPOINTS if q <= a.budget}
-            print(f"  {v:<12} seed {seed}: " + "  ".join(f"@{q} {x:.2f}" for q, x in cp.items())
-                  + f"  ({time.time() - t_v:.0f} s)", flush=True)
-        traj = np.array([r["trajectory"] for r in runs])
-        summ = {str(q): {"mean": float(traj[:, q - 1].mean()), "std": float(traj[:, q - 1].std())}
-                for q in CHECKPOINTS if q <= a.budget}
+                stats = random_search(oracle, seed=seed, time_budget=a.time_budget)
+            if not timed:
+                assert len(oracle) == a.budget and len(set(oracle.queries)) == a.budget
+            traj = selection_trajectory(oracle, table)
+            final = traj["selected"][-1]
+            runs.append({"seed": seed, **stats, "queries": len(oracle), "evaluations": oracle.evaluations,
+                         "simulated_train_s": round(oracle.time_s, 1), "val": traj["val"], "test": traj["test"],
+                         "final_arch": final, "final_val": oracle.answers[final],
+                         "final_test": table.test_accuracy(final),
+                         "queried_index": [table.index[x] for x in oracle.queries]})
+            msg = (f"@{len(oracle)} queries ({oracle.time_s:.0f} s simulated) test {runs[-1]['final_test']:.2f}"
+                   if timed else "  ".join(f"@{q} {traj['test'][q - 1]:.2f}" for q in CHECKPOINTS if q <= a.budget))
+            print(f"  {v:<22} seed {seed}: {msg}  ({time.time() - t_v:.0f} s)", flush=True)
         vt["seconds"] = round(time.time() - t_v, 1)
-        results[v] = {"summary": summ, "runs": runs, "timing": vt,
-                      "found_optimum": int(sum(r["trajectory"][-1] >= REFERENCES["NB201 optimum"] - 1e-6
-                                               for r in runs))}
+        if v in PUBLISHED_PROTOCOL:
+            ft = np.array([r["final_test"] for r in runs])
+            summ = {"final": {"test_mean": float(ft.mean()), "test_std": float(ft.std()),
+                              "queries_mean": float(np.mean([r["queries"] for r in runs])),
+                              "evaluations_mean": float(np.mean([r["evaluations"] for r in runs])),
+                              "n_seeds": len(runs)}}
+        else:
+            summ = _summary(runs, a.budget)
+        results[v] = {"summary": summ, "runs": runs, "timing": vt}
 
-    trained_on = {
-        "psc_online": "only the archs queried so far in that run (<= budget labels), from an encoder pretrained "
-                      "self-supervised on the label-free structure of all 15,625 NB201 graphs",
-        "psc_held128": "128 random NB201 archs (labels read in addition to the budget; the search may not "
-                       "query them), same pretrained encoder",
-        "psc_shipped": f"all {shipped.cfg.train_info.get('graphs')} NB201 archs, CIFAR-10 test accuracy "
-                       f"({shipped.cfg.train_info.get('epochs_run')} epochs) — includes the answers: upper bound",
-        "random": "no predictor",
-    }
-    timing["total_s"] = round(time.time() - t_all, 1)
     timing["mutants_built"] = mut.built
     timing["mutation_s_per_built_mutant"] = round(mut.build_s / max(mut.built, 1), 4)
-    out = {"start_arch": start, "start_acc": table.lookup(start), "references": REFERENCES,
-           "trained_on": {v: trained_on[v] for v in variants}, "results": results, "info": info, "timing": timing,
-           "config": {k: (str(x) if isinstance(x, Path) else x) for k, x in vars(a).items()},
-           "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__}}
+    timing["total_s"] = round(time.time() - t_all, 1)
+    doc = {"protocol": {"oracle": "c10valid_hp12_valacc (CIFAR-10-valid, 12-epoch schedule), robot_nb201_"
+                                  "testacc_hp12.csv; one query per distinct arch",
+                        "selection": "queried arch with the best validation accuracy",
+                        "reported": "its CIFAR-10 test accuracy, 200-epoch schedule (nb201_test_acc_3datasets_"
+                                    "vtao.csv)",
+                        "budgets": [q for q in CHECKPOINTS if q <= a.budget], "time_budget_s": a.time_budget,
+                        "seeds": a.seeds},
+           "start_arch": start, "start_val": table.validation(start), "start_test": table.test_accuracy(start),
+           "published": PUBLISHED, "results": results, "info": info, "timing": timing,
+           "config": {k: (str(x) if isinstance(x, Path) else x) for k, x in vars(a).items()}}
+    print_table(doc)
+    path = run_info.write(doc, a.out, dumps=lambda d: _compact(json.dumps(d, indent=1)))
+    print(f"wrote {path}")
 
-    print()
-    print(f"AutoGO on NB201 CIFAR-10, start = median arch ({table.lookup(start):.2f}), {a.seeds} seeds, "
-          f"best true test accuracy found (mean ± std)")
-    head = "".join(f"{'@' + str(q) + ' queries':>18}" for q in CHECKPOINTS if q <= a.budget)
-    print(f"{'ranker':<14}{head}   predictor trained on")
-    for v in variants:
-        s = results[v]["summary"]
-        cells = "".join(f"{s[str(q)]['mean']:>11.2f} ± {s[str(q)]['std']:.2f}" for q in CHECKPOINTS if q <= a.budget)
-        print(f"{v:<14}{cells}   {trained_on[v]}")
-    print("references: REA 93.92 (NB201 paper; README states no query budget), random search 93.70, "
-          "AutoGO paper NB-201 93.50 → 93.84, optimum 94.37")
-    if "psc_online" in variants and a.budget >= 100:
-        m = results["psc_online"]["summary"]["100"]["mean"]
-        print(f"honest figure (psc_online @100): {m:.2f} — {'beats' if m > 93.92 else 'does not beat'} REA 93.92")
-    print(f"mutants built {mut.built} ({timing['mutation_s_per_built_mutant'] * 1000:.0f} ms each); "
-          f"total {timing['total_s']:.0f} s")
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(dump_json(out, {a_: i for i, a_ in enumerate(archs)}) + "\n")
-    print(f"wrote {a.out}")
+
+def print_table(doc: dict[str, Any]) -> None:
+    res, p = doc["results"], doc["protocol"]
+    budgets = p["budgets"]
+    print(f"\nNB201 CIFAR-10, {p['seeds']} seeds. Oracle: 12-epoch CIFAR-10-valid accuracy; answer = best by "
+          f"validation; reported: its 200-epoch test accuracy (mean ± std)")
+    print(f"{'method':<24}" + "".join(f"{'@' + str(q) + ' queries':>18}" for q in budgets))
+    for v, r in res.items():
+        if "final" in r["summary"]:
+            continue
+        s = r["summary"]
+        print(f"{v:<24}" + "".join(f"{s[str(q)]['test_mean']:>11.2f} ± {s[str(q)]['test_std']:.2f}"
+                                   for q in budgets))
+    print(f"\nthe published protocol ({p['time_budget_s']:.0f} s simulated 12-epoch trainings), beside the "
+          f"published figures")
+    for v, r in res.items():
+        if "final" not in r["summary"]:
+            continue
+        f = r["summary"]["final"]
+        pub = next((f"{k} {x['test_acc']:.2f}" for k, x in doc["published"].items() if x["row"] == v), "")
+        print(f"{v:<24}{f['test_mean']:>11.2f} ± {f['test_std']:.2f}   ({f['queries_mean']:.0f} distinct queries, "
+              f"{f['evaluations_mean']:.0f} evaluations)   published: {pub}")
+    print("AutoGO paper (NB-201, its own protocol): 93.50 -> 93.84; NB201 optimum 94.37")
 
 
 if __name__ == "__main__":

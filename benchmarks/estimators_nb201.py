@@ -23,17 +23,19 @@ forward-over-reverse ``torch.func.jvp`` is 2x slower than the double backward. A
 ``--proxy-jobs`` (default 2) spawned worker processes with one torch
 thread each: convolutions are ~77% of the profile, so the work is compute-bound and one process per core is
 the parallelism that pays. Each arch's scores
-and stage times are appended to ``benchmarks/results/estimators_nb201_proxies.jsonl`` (``--proxy-jsonl``) as
-soon as they are computed, and a restarted run re-uses the rows with the same batch and seed, so a long run
-can be killed and resumed, and a proxy skipped earlier can be added later. ``--proxy-skip grasp`` leaves
-proxies out of this run (grasp alone costs more than the others together: its double backward); a skipped
-proxy's table row is then taken from the earlier report's own sample (the 200-arch run of the previous code,
-same batch and seed), marked ``*`` and stated in the JSON (``results.<p>.sample``, ``carried``). Then print:
+and stage times are appended to ``estimators_nb201_proxies.jsonl`` in the ``--resume DIR`` folder (default: a
+fresh temporary folder, so a plain run re-uses nothing) as soon as they are computed; a run restarted with the
+same ``--resume DIR`` re-uses the rows with the same batch and seed, so a long run can be killed and resumed.
+``--proxy-skip grasp`` leaves
+proxies out of this run (grasp alone costs more than the others together: its double backward); with
+``--previous-report R`` a skipped proxy's table row is then taken from R's own sample, marked ``*`` and stated
+in the JSON (``results.<p>.sample``, ``carried``). Then print:
 
 * Spearman ρ / Kendall τ against the 200-epoch CIFAR-10 test accuracy, beside the published figures of
   /work/shared/data/nas/README.md (Abdelfattah et al. 2021 on all 15,625 archs; secondary compilation for
-  params / FLOPs / NWOT / Zen). "vote" = mean rank of synflow, jacob_cov and snip (our stand-in for the paper's
-  majority vote);
+  params / FLOPs / NWOT / Zen). "vote" = the paper's majority vote of synflow, jacob_cov and snip
+  (:func:`majority_vote`: an arch beats another when at least two of the three score it higher; archs are
+  ordered by how many they beat);
 * the cross-check ρ between our value and NAS-Bench-Suite-Zero's value of the same proxy on the sampled archs
   that appear in ``zccombine_nb201_zc_proxies.csv`` (9,445 nets), and both proxies' ρ with accuracy on that
   overlap;
@@ -80,13 +82,11 @@ length 24, 4,000 training sequences); the target is the token accuracy on 500 va
 Kendall τ of each proxy against it are reported. Paper (TF-MAS, NeurIPS 2025): better ranking correlation than
 all earlier training-free proxies (no per-proxy figures are available here).
 
-Usage: ``python benchmarks/estimators_nb201.py --n-archs 1000 --proxy-skip grasp`` (the reported run;
-re-running it after a kill resumes from the JSONL, ``--proxy-no-compute`` prints and writes the table of the archs
-finished so far, marked partial, while a run is going; ``--quick`` = 12 archs, batch 16, smoke test);
-``--n-archs 0 --ponas-runs 3`` runs only PO-NAS and keeps the proxy section of an existing report;
-``--n-archs 0 --tse 100 --tfmas 32`` runs only the training-based parts (measured: the 100 TSE trainings took
-27 min in 2 worker processes (``--tse-jobs``), 49 CPU-minutes; TF-MAS ~15 minutes on one core). TSE trainings are
-appended to ``<out stem>_tse.jsonl`` as they finish and re-used by the next run with the same setting.
+Usage: ``python benchmarks/estimators_nb201.py --n-archs 1000 --proxy-jobs 2 --reinit-check 200 --ponas-runs 10
+--tse 100 --tfmas 32`` writes every section in one invocation (about 2 h on 2 idle cores); ``--quick`` = 12 archs,
+batch 16, a smoke test. A section not asked for is absent from the results file (the file is written whole; no
+section is merged from an earlier run). TSE trainings are appended to ``estimators_nb201_tse.jsonl`` in the
+``--resume`` folder as they finish.
 """
 
 from __future__ import annotations
@@ -98,6 +98,7 @@ import json
 import math
 import multiprocessing
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -109,7 +110,8 @@ from scipy import stats
 ROOT = Path(__file__).resolve().parents[1]
 NAS = ROOT.parent / "shared" / "data" / "nas"
 CIFAR = ROOT.parent / "shared" / "data" / "cifar10_jpeg.npz"
-OUT = ROOT / "benchmarks" / "results" / "estimators_nb201.json"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import Run  # noqa: E402
 
 PROXIES = ["grad_norm", "snip", "grasp", "fisher", "synflow", "jacob_cov", "nwot", "zen", "params", "flops"]
 PUBLISHED = {  # Spearman rho (Kendall tau where known) on all 15,625 NB201 archs, CIFAR-10
@@ -152,6 +154,20 @@ def build_nb201(arch: str, seed: int) -> torch.nn.Module:
     return models.get("nb201", seed=seed, arch_str=arch, C=16, N=5, num_classes=10)
 
 
+def majority_vote(*scores: np.ndarray, chunk: int = 512) -> np.ndarray:
+    """Abdelfattah et al.'s vote of several proxies: arch i beats arch j when a majority of the proxies score i
+    above j; an arch's vote is the number of archs it beats (its Copeland count), which orders the archs.
+    Non-finite scores rank last (as in :func:`rank_stats`)."""
+    s = np.stack([np.where(np.isfinite(x), x, -np.inf) for x in scores])
+    k, n = s.shape
+    wins = np.zeros(n, dtype=np.int64)
+    for lo in range(0, n, chunk):
+        blk = s[:, lo:lo + chunk, None]  # [k, c, 1] against [k, 1, n]
+        ahead = (blk > s[:, None, :]).sum(axis=0)
+        wins[lo:lo + chunk] = (ahead * 2 > k).sum(axis=1)
+    return wins.astype(float)
+
+
 def rank_stats(score: np.ndarray, acc: np.ndarray) -> tuple[float, float]:
     s = np.where(np.isfinite(score), score, -1e8)
     return float(stats.spearmanr(s, acc).statistic), float(stats.kendalltau(s, acc).statistic)
@@ -162,7 +178,7 @@ def fmt(v: float | None) -> str:
 
 
 def _proxy_jsonl(args: argparse.Namespace) -> Path:
-    return args.proxy_jsonl or args.out.with_name(args.out.stem + "_proxies.jsonl")
+    return args.proxy_jsonl or args.cache_dir / "estimators_nb201_proxies.jsonl"
 
 
 def _merge_sec(into: dict, sec: dict) -> None:
@@ -197,9 +213,9 @@ def _load_proxy_rows(path: Path, batch: int, seed: int) -> dict[int, dict]:
 
 def _carried_scores(args: argparse.Namespace, skip: list[str]) -> dict[str, dict]:
     """Scores of skipped proxies from the earlier report (its own arch sample), so they still get a row."""
-    if not skip or not args.out.is_file():
+    if not skip or args.previous_report is None or not args.previous_report.is_file():
         return {}
-    prev = json.loads(args.out.read_text()).get("proxies", {})
+    prev = json.loads(args.previous_report.read_text()).get("proxies", {})
     if prev.get("batch") != args.batch or prev.get("seed") != args.seed:
         return {}
     carried = dict(prev.get("carried", {}))
@@ -316,8 +332,7 @@ def run_proxies(args: argparse.Namespace) -> dict:
     have_all = {p: all(p in done[int(i)]["scores"] for i in pick) for p in PROXIES}
     carried = _carried_scores(args, [p for p in skip if not have_all[p]])
     scores = {p: score_of(p) for p in PROXIES}
-    ranks = {p: stats.rankdata(np.where(np.isfinite(scores[p]), scores[p], -1e8)) for p in PROXIES}
-    vote = (ranks["synflow"] + ranks["jacob_cov"] + ranks["snip"]) / 3.0
+    vote = majority_vote(*(scores[p] for p in ("synflow", "jacob_cov", "snip")))
 
     zc = {r["net_str"]: r for r in csv.DictReader(open(NAS / "zccombine_nb201_zc_proxies.csv"))}
     stage_names = ["build", "shared_pass", *PROXIES]
@@ -426,7 +441,7 @@ def run_reinit_check(args: argparse.Namespace, report: dict) -> dict:
     sub = [(archs[j], pick[j]) for j in sorted(order)]
     todo = list(report["computed_proxies"])
     x, y = load_batch(args.batch, args.seed + 1)
-    jsonl = args.out.with_name(args.out.stem + "_reinit.jsonl")
+    jsonl = args.cache_dir / "estimators_nb201_reinit.jsonl"
     done = _load_proxy_rows(jsonl, args.batch, args.seed + 1)
     work = [(a, i, [p for p in todo if p not in done.get(i, {}).get("scores", {})], REINIT_OFFSET) for a, i in sub]
     work = [w for w in work if w[2]]
@@ -657,7 +672,7 @@ def run_tse(args: argparse.Namespace) -> dict:
     T = args.tse_epochs
     # per-arch rows are appended to a JSONL as they finish and re-used on restart (keyed by the setting), so
     # a killed run keeps every finished training
-    jsonl = args.out.with_name(args.out.stem + "_tse.jsonl")
+    jsonl = args.cache_dir / "estimators_nb201_tse.jsonl"
     key = json.dumps({**setting, "seed": args.seed}, sort_keys=True)
     done: dict[int, dict] = {}
     if jsonl.exists():
@@ -824,16 +839,6 @@ def run_tfmas(args: argparse.Namespace) -> dict:
             "configs": per_cfg}  # fmt: skip
 
 
-def _merge_write(path: Path, key: str, value: dict) -> None:
-    """Re-read the report and set one section, so parts run by separate invocations never drop each other."""
-    report = json.loads(path.read_text()) if path.is_file() else {}
-    report[key] = value
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=1))
-    tmp.replace(path)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n-archs", type=int, default=1000)
@@ -872,27 +877,36 @@ def main(argv: list[str] | None = None) -> int:
                     help="worker processes for the TSE trainings, one torch thread each (default 2 = the cores here)")
     ap.add_argument("--tfmas", type=int, default=0, help="also run the TF-MAS protocol on N Mamba2 configs (>= 30)")
     ap.add_argument("--tfmas-steps", type=int, default=300)
-    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--resume", type=Path, default=None, metavar="DIR",
+                    help="keep the per-arch JSONL rows (proxies, re-init check, TSE trainings) in DIR and re-use "
+                    "those of an earlier run with the same setting there (default: a fresh temporary folder, so "
+                    "nothing is re-used)")
+    ap.add_argument("--previous-report", type=Path, default=None,
+                    help="with --proxy-skip: an earlier report whose own sample gives the skipped proxies' rows")
+    ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
+    run = Run.start("estimators_nb201.json", argv=None if argv is None else [__file__, *argv], quick=args.quick)
+    args.cache_dir = args.resume or Path(tempfile.mkdtemp(prefix="estimators-nb201-"))
+    args.cache_dir.mkdir(parents=True, exist_ok=True)
     if args.quick:
         args.n_archs, args.batch = 12, 16
     if args.threads:
         torch.set_num_threads(args.threads)
-    # each section is merged into the existing report as soon as it is done (so the proxy table, the PO-NAS
-    # runs, TSE and TF-MAS can be produced by separate invocations, e.g. ``--n-archs 0 --ponas-runs 3``)
+    # the sections this invocation computes, written whole at the end
+    doc: dict = {}
     if args.n_archs > 0:
         report = run_proxies(args)
         if args.reinit_check:
             report["reinit_check"] = run_reinit_check(args, report)
-        _merge_write(args.out, "proxies", report)
+        doc["proxies"] = report
     if args.ponas_runs:
-        _merge_write(args.out, "ponas", run_ponas(args.ponas_runs, args.ponas_jobs, args.ponas_metrics,
-                                                  args.ponas_norm, args.ponas_prior, args.ponas_ensemble))
+        doc["ponas"] = run_ponas(args.ponas_runs, args.ponas_jobs, args.ponas_metrics, args.ponas_norm,
+                                 args.ponas_prior, args.ponas_ensemble)
     if args.tse:
-        _merge_write(args.out, "tse", run_tse(args))
+        doc["tse"] = run_tse(args)
     if args.tfmas:
-        _merge_write(args.out, "tfmas", run_tfmas(args))
-    print(f"\nwrote {args.out}")
+        doc["tfmas"] = run_tfmas(args)
+    print(f"\nwrote {run.write(doc, args.out)}")
     return 0
 
 

@@ -3,7 +3,7 @@
 Measures: pool start-up (construction to first result), sequential round-trip latency of a no-op task,
 throughput of ``map_unordered`` over no-op tasks, round-trip with 1 MB / 10 MB arguments, and the cost of
 recovering from a crashed or timed-out worker. Prints a table and writes
-``benchmarks/results/eval_executor_overhead.json``.
+``benchmarks/results/eval_executor_overhead.json`` (with provenance).
 
     python benchmarks/eval_executor_overhead.py [--workers 2] [--tasks 300]
 """
@@ -11,15 +11,16 @@ recovering from a crashed or timed-out worker. Prints a table and writes
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
 from graphopt.eval.executors import LocalExecutor, TaskFailed, cpu_count
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import Run  # noqa: E402
 
 
 def noop(x: object = None) -> int:
@@ -48,9 +49,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--tasks", type=int, default=300)
-    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" /
-                    "eval_executor_overhead.json")
+    ap.add_argument("--quick", action="store_true", help="smoke run (not written to the results file)")
+    ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
+    run = Run.start("eval_executor_overhead.json", quick=args.quick)
+    if args.quick:
+        args.tasks = 20
     rows: dict[str, dict[str, float]] = {}
 
     t0 = time.perf_counter()
@@ -110,21 +114,9 @@ def main() -> None:
     for k, v in rows.items():
         p90 = f"{v['p90_ms']:8.2f}" if "p90_ms" in v else f"{'':8}"
         print(f"{k:<{width}}  {v['median_ms']:10.3f}  {p90}")
-    result = {
-        "benchmark": "eval_executor_overhead",
-        "executor": "LocalExecutor (spawn)",
-        "workers": args.workers,
-        "tasks": args.tasks,
-        "cpu_count": cpu_count(),
-        "load_average_1m": os.getloadavg()[0],
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "rows": rows,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    result = {"executor": "LocalExecutor (spawn)", "workers": args.workers, "tasks": args.tasks,
+              "cpu_count": cpu_count(), "rows": rows}
+    print(f"wrote {run.write(result, args.out)}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Export benchmark: graphopt's default fp32 pipeline vs onnxsim vs onnxoptimizer, NPU legalization, int8 agreement.
+"""Export benchmark: graphopt's default fp32 pipeline vs onnxsim, onnxslim and onnxoptimizer; NPU legalization.
 
 Protocol (one run, one process):
 
@@ -6,33 +6,38 @@ Protocol (one run, one process):
   graphopt zoo model exported with ``torch.onnx.export`` (TorchScript exporter, opset 17, batch 1, random-init
   weights, seed 0) -- the files users typically hand to a simplifier.
 * Each file goes through (a) ``graphopt.export.export_model`` with no target (the default fp32 pipeline, opset 18,
-  checked against the original), (b) ``onnxsim.simplify`` with its defaults, (c) ``onnxoptimizer.optimize`` with its
-  default passes. Node count = ``len(model.graph.node)`` (``Constant`` nodes count: they are nodes).
-* Latency: onnxruntime CPU EP, default graph optimizations, ``intra_op_num_threads=1`` (stable timings on a
-  shared 2-core machine), one random input, 5 warm-up runs, then ``--runs`` rounds that time every variant of
-  the model in turn (interleaved, so load drift hits all variants alike); in a round each variant runs 5 times
-  back to back and keeps its fastest run; the figure is the median of these over rounds (the median of all
-  single runs is kept in the JSON too: on a loaded machine it is bimodal and ranks identical graphs apart).
+  checked against the original), (b) ``onnxsim.simplify`` with its defaults, (c) ``onnxslim.slim`` with its
+  defaults (the simplifier Ultralytics and Hugging Face Optimum use), (d) ``onnxoptimizer.optimize`` with its
+  default passes. Node count = ``len(model.graph.node)`` (``Constant`` nodes count: they are nodes); the summary
+  counts models where ours has *strictly* fewer, equally many, or more nodes than each simplifier.
+* Latency: onnxruntime CPU EP, default graph optimizations, ``intra_op_num_threads=1``, one random input, 5
+  warm-up runs, then ``--runs`` rounds that time every variant of the model in turn (interleaved, order reversed
+  every other round, so load drift hits all variants alike); in a round each variant runs 5 times back to back
+  and keeps its fastest run; rounds rotate over 5 onnxruntime sessions per variant (1 over 100 MB), since one
+  session of the very same model can be 12% slower than another. A sixth variant, ``onnxsim_copy``, is onnxsim's
+  graph again, timed as if it were another simplifier: the A/A control, whose ratio to onnxsim shows the noise.
+* Latency ratio (ours / X per model): the median over rounds of the per-round ratio, with a bootstrap 95% interval
+  over rounds. The summary is the median over models, with a 95% interval from resampling every model's rounds
+  (the spread a re-run of the same measurement would give). A ratio whose interval holds 1, or that the A/A
+  control matches, is noise.
 * NPU: every zoo model exported for ``generic-npu-int8`` (legalize + INT8 QDQ, calibrated on CIFAR-10 for image
   models, random tokens for token models); the number of remaining violations is recorded.
-* ResNet-20 int8 agreement: ResNet-20 trained here (``--epochs`` epochs, default 10, of SGD with a cosine
-  schedule on the CIFAR-10 train set, the eval engine's trainer; ~4 min per epoch on 2 idle cores, weights
-  cached in ``benchmarks/.cache/``), exported, quantized for ``generic-npu-int8`` with 512 CIFAR-10 train
-  images, and top-1 agreement between fp32 and int8 measured on the CIFAR-10 test images (``--test-images``),
-  for plain QDQ and for QDQ with ``--bias-correction``. Why 10 epochs, not 2: the target concerns a usable
-  ResNet-20; the 2-epoch network (66.8% test accuracy) agreed on 98.51% plain and 98.98% with bias correction
-  (entropy, minmax and percentile calibration all within 0.05 points), the 10-epoch one (83.3%) on 99.37% both
-  ways.
+* ``--int8`` (a separate results file, ``export_int8.json``): a ResNet-20 trained here (``--epochs`` epochs of SGD,
+  cosine, on the CIFAR-10 train set; about 4 min per epoch on 2 idle cores) or loaded from ``--weights`` (its
+  sha256 recorded), exported, quantized for ``generic-npu-int8`` with 512 CIFAR-10 train images, and the top-1
+  agreement between fp32 and int8 measured on the CIFAR-10 test images (``--test-images``), plain QDQ and with
+  ``--bias-correction``. Nothing is cached between runs.
 
-Usage: ``python benchmarks/export.py [--runs 30] [--epochs 10] [--test-images 10000] [--skip-train]``.
-Writes ``benchmarks/results/export.json`` and prints the tables.
+Timings on a shared machine are noisy: the provenance records the load average at the start.
+
+Usage: ``python benchmarks/export.py [--runs 30] [--quick]`` (writes ``benchmarks/results/export.json``);
+``python benchmarks/export.py --int8 [--epochs 10 | --weights W.pt]`` (writes ``export_int8.json``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -40,13 +45,15 @@ import time
 import warnings
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import Run  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results" / "export.json"
-CACHE = ROOT / "benchmarks" / ".cache"  # trained weights reused across runs (git-ignored)
 LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 
 
@@ -113,12 +120,13 @@ def interleaved_latency(models: dict[str, onnx.ModelProto | str], feed: dict, ru
     variant: measured on EfficientNet-B0, three sessions of one and the same model differed by up to 12% (2.55 vs
     2.85 ms, memory placement decided at session creation), more than the graphs being compared, so one session
     per variant ranked identical graphs apart. The figure is the median over all rounds of these per-round
-    minima; the plain median of all single runs is reported beside it. Default: 5 sessions per variant, 2 for
-    models over 100 MB (memory). The variant order is reversed every other round.
+    minima; the plain median of all single runs is reported beside it. Default: 5 sessions per variant, 1 for
+    models over 100 MB (memory: six variants x 2 sessions of VGG-19 held 15 GB; the A/A control then shows how
+    far one session's luck moves a ratio). The variant order is reversed every other round.
     """
     if sessions is None:
         size = max(m.ByteSize() if isinstance(m, onnx.ModelProto) else Path(m).stat().st_size for m in models.values())
-        sessions = 5 if size < 100e6 else 2
+        sessions = 5 if size < 100e6 else 1
     sess = {k: [session(m) for _ in range(sessions)] for k, m in models.items()}
     feeds = {k: {i.name: feed[i.name] for i in s[0].get_inputs() if i.name in feed} for k, s in sess.items()}
     for _ in range(warmup):
@@ -139,7 +147,28 @@ def interleaved_latency(models: dict[str, onnx.ModelProto | str], feed: dict, ru
             every[k].extend(ts)
     return {k: {"median_ms": statistics.median(best[k]), "p10_ms": float(np.percentile(every[k], 10)),
                 "p90_ms": float(np.percentile(every[k], 90)), "median_single_ms": statistics.median(every[k]),
-                "burst": burst, "sessions": sessions} for k in sess}
+                "burst": burst, "sessions": sessions, "rounds_ms": [round(x, 5) for x in best[k]]} for k in sess}
+
+
+def ratio_stats(a: list[float], b: list[float], n_boot: int = 2000, seed: int = 0) -> dict[str, float]:
+    """Latency ratio a/b from rounds timed together: the median of the per-round ratios, with a bootstrap 95%
+    interval over rounds (the run-to-run spread: which ratios a repeat of the same measurement could give)."""
+    r = np.asarray(a, dtype=float) / np.asarray(b, dtype=float)
+    boot = np.median(np.random.default_rng(seed).choice(r, size=(n_boot, len(r)), replace=True), axis=1)
+    return {"median": float(np.median(r)), "ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
+            "rounds": len(r)}
+
+
+def summary_ratio(rows: list[dict], a: str, b: str, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Median over models of the per-model ratio a/b, with a bootstrap 95% interval: every resample redraws the
+    rounds of every model (the spread a re-run of the whole benchmark would show)."""
+    rng = np.random.default_rng(seed)
+    per = [np.asarray(r["latency"][a]["rounds_ms"]) / np.asarray(r["latency"][b]["rounds_ms"]) for r in rows]
+    if not per:
+        return {"median": None, "ci95": [None, None], "models": 0}
+    boot = [float(np.median([np.median(rng.choice(x, len(x))) for x in per])) for _ in range(n_boot)]
+    return {"median": float(np.median([np.median(x) for x in per])),
+            "ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))], "models": len(per)}
 
 
 def max_abs_err(ref: onnx.ModelProto | str, cand: onnx.ModelProto, feed: dict) -> float:
@@ -154,9 +183,13 @@ def nonstandard_ops(m: onnx.ModelProto) -> dict[str, int]:
     return dict(Counter(f"{n.domain}.{n.op_type}" for n in m.graph.node if n.domain not in ("", "ai.onnx")))
 
 
+BASELINES = ("onnxsim", "onnxslim", "onnxoptimizer")
+
+
 def compare_model(name: str, path: Path, source: str, runs: int, tmp: Path) -> dict:
     import onnxoptimizer
     import onnxsim
+    import onnxslim
 
     from graphopt.export import export_model
 
@@ -174,20 +207,31 @@ def compare_model(name: str, path: Path, source: str, runs: int, tmp: Path) -> d
         sim, sim_ok = onnxsim.simplify(orig)
     row["seconds_onnxsim"] = time.perf_counter() - t0
     t0 = time.perf_counter()
+    slim_in = onnx.ModelProto()
+    slim_in.CopyFrom(orig)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        slim = onnxslim.slim(slim_in)
+    row["seconds_onnxslim"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     opt = onnxoptimizer.optimize(orig)
     row["seconds_onnxoptimizer"] = time.perf_counter() - t0
-    variants = {"original": orig, "ours": ours, "onnxsim": sim, "onnxoptimizer": opt}
-    row["nodes"] = {k: len(m.graph.node) for k, m in variants.items()}
-    row["onnxsim_nonstandard_ops"] = nonstandard_ops(sim)
+    # A/A control: onnxsim's very graph again, timed as a separate variant (its own sessions)
+    variants = {"original": orig, "ours": ours, "onnxsim": sim, "onnxslim": slim, "onnxoptimizer": opt,
+                "onnxsim_copy": sim}
+    row["nodes"] = {k: len(m.graph.node) for k, m in variants.items() if k != "onnxsim_copy"}
+    row["nonstandard_ops"] = {k: nonstandard_ops(m) for k, m in (("onnxsim", sim), ("onnxslim", slim))}
     feed = input_feed(orig)
-    row["max_abs_err_vs_original"] = {k: max_abs_err(orig, m, feed) for k, m in variants.items() if k != "original"}
+    row["max_abs_err_vs_original"] = {k: max_abs_err(orig, m, feed) for k, m in variants.items()
+                                      if k not in ("original", "onnxsim_copy")}
     lat = interleaved_latency(variants, feed, runs)
     row["latency"] = lat
-    row["ratio_ours_onnxsim"] = lat["ours"]["median_ms"] / lat["onnxsim"]["median_ms"]
-    row["ratio_ours_onnxoptimizer"] = lat["ours"]["median_ms"] / lat["onnxoptimizer"]["median_ms"]
+    row["ratio"] = {f"ours/{b}": ratio_stats(lat["ours"]["rounds_ms"], lat[b]["rounds_ms"]) for b in BASELINES}
+    row["ratio"]["onnxsim_copy/onnxsim (A/A)"] = ratio_stats(lat["onnxsim_copy"]["rounds_ms"],
+                                                             lat["onnxsim"]["rounds_ms"])
     n = row["nodes"]
-    row["nodes_le_onnxsim"] = n["ours"] <= n["onnxsim"]
-    row["nodes_le_onnxoptimizer"] = n["ours"] <= n["onnxoptimizer"]
+    row["nodes_vs"] = {b: ("fewer" if n["ours"] < n[b] else "equal" if n["ours"] == n[b] else "more")
+                       for b in BASELINES}
     return row
 
 
@@ -212,7 +256,11 @@ def npu_row(name: str, path: Path, tmp: Path) -> dict:
             "fp32_check_ok": rep.fp32.get("ok"), "nodes_int8": rep.nodes_after}
 
 
-def resnet20_agreement(epochs: float, test_images: int, tmp: Path) -> dict:
+def resnet20_agreement(epochs: float, test_images: int, tmp: Path, weights: Path | None = None) -> dict:
+    """int8 agreement of a trained ResNet-20: trained here (``epochs`` epochs) or loaded from ``weights`` (an
+    explicit file: its sha256 is recorded). Nothing is cached between runs."""
+    import hashlib
+
     import torch
 
     from graphopt import models
@@ -222,25 +270,25 @@ def resnet20_agreement(epochs: float, test_images: int, tmp: Path) -> dict:
 
     seed_everything(0)
     net = models.get("resnet20", seed=0)
-    ckpt = CACHE / f"resnet20_e{epochs:g}_seed0.pt"
-    if ckpt.exists():  # same recipe, same seed: reuse the weights instead of 35 CPU-minutes of training
-        net.load_state_dict(torch.load(ckpt, weights_only=True))
-        train_s, status = 0.0, f"cached ({ckpt.name})"
+    if weights is not None:
+        state = torch.load(weights, weights_only=True, map_location="cpu")
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+        net.load_state_dict(state)
+        train_s, status = 0.0, "loaded"
+        source = {"weights": str(weights), "sha256": hashlib.sha256(Path(weights).read_bytes()).hexdigest()}
     else:
         splits = load_dataset("cifar10", val_fraction=0.0)
         t0 = time.perf_counter()
         res = train_model(net, splits.train, TrainConfig(epochs=epochs, batch_size=128, lr=0.1, seed=0))
         train_s, status = time.perf_counter() - t0, res.status
-        ckpt.parent.mkdir(parents=True, exist_ok=True)
-        tmp_ckpt = ckpt.with_suffix(".tmp")
-        torch.save(net.state_dict(), tmp_ckpt)
-        tmp_ckpt.replace(ckpt)
+        source = {"trained_here": {"epochs": epochs, "batch_size": 128, "lr": 0.1, "seed": 0,
+                                   "data": "cifar10 train split (50,000 images)"}}
     net.eval()
     path = tmp / "resnet20_trained.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(net, (torch.randn(1, 3, 32, 32),), str(path), opset_version=17, dynamo=False)
-    out: dict = {"epochs": epochs, "train_seconds": train_s, "train_status": status}
+    out: dict = {"source": source, "train_seconds": train_s, "train_status": status}
     # Both quantizers, same calibration set: plain QDQ and QDQ + empirical bias correction (``--bias-correction``).
     for key, bc in (("plain", False), ("bias_corrected", True)):
         rep = export_model(str(path), tmp / f"resnet20_int8_{key}.onnx", target="generic-npu-int8", calib="cifar10",
@@ -252,112 +300,115 @@ def resnet20_agreement(epochs: float, test_images: int, tmp: Path) -> dict:
                     "violations": len(rep.violations), "float_islands": len(q.get("float_islands", [])),
                     "latency_ms_fp32_original": rep.latency.get("before", {}).get("median_ms"),
                     "latency_ms_int8": rep.latency.get("after", {}).get("median_ms")}
-    out.update(out["plain"])  # headline fields stay the plain pipeline's (export's default)
+    return out
+
+
+def node_summary(rows: list[dict]) -> dict[str, Any]:
+    """Per baseline: on how many models ours has strictly fewer / equally many / more nodes, and which."""
+    out: dict[str, Any] = {}
+    for b in BASELINES:
+        by = {k: [r["model"] for r in rows if r["nodes_vs"][b] == k] for k in ("fewer", "equal", "more")}
+        out[b] = {"fewer": len(by["fewer"]), "equal": len(by["equal"]), "more": len(by["more"]),
+                  "models_more": by["more"], "models_fewer": by["fewer"]}
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=30, help="timed rounds per model (>= 20)")
-    ap.add_argument("--epochs", type=float, default=10.0, help="ResNet-20 training epochs for the int8 check")
-    ap.add_argument("--test-images", type=int, default=10000, help="CIFAR-10 test images for the agreement")
-    ap.add_argument("--skip-train", action="store_true", help="skip the ResNet-20 training/agreement part")
+    ap.add_argument("--int8", action="store_true",
+                    help="only the ResNet-20 int8 agreement (writes export_int8.json): trains ResNet-20 here "
+                         "unless --weights is given")
+    ap.add_argument("--epochs", type=float, default=10.0, help="--int8: ResNet-20 training epochs")
+    ap.add_argument("--weights", type=Path, default=None, help="--int8: a trained ResNet-20 state_dict instead")
+    ap.add_argument("--test-images", type=int, default=10000, help="--int8: CIFAR-10 test images")
     ap.add_argument("--models", nargs="*", help="only these models (names or light_* stems)")
-    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--quick", action="store_true", help="smoke run: 2 models, 6 rounds (not written to results)")
+    ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
+    run = Run.start("export_int8.json" if args.int8 else "export.json",
+                    argv=None if argv is None else [__file__, *argv], quick=args.quick)
     import onnxoptimizer
     import onnxruntime
     import onnxsim
+    import onnxslim
     import torch
 
-    t_all = time.perf_counter()
+    versions = {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
+                "onnxsim": getattr(onnxsim, "__version__", "?"), "onnxslim": getattr(onnxslim, "__version__", "?"),
+                "onnxoptimizer": getattr(onnxoptimizer, "__version__", "?"), "torch": torch.__version__}
     tmp = Path(tempfile.mkdtemp(prefix="graphopt-bench-export-"))
+    if args.int8:
+        agree = resnet20_agreement(args.epochs, 200 if args.quick else args.test_images, tmp, args.weights)
+        doc = {"versions": versions, "resnet20_int8": agree}
+        print(json.dumps(agree, indent=1))
+        print(f"\nwrote {run.write(doc, args.out)}")
+        return 0
+    if args.quick:
+        args.runs, args.models = 6, args.models or ["resnet20", "light_squeezenet"]
+    t_all = time.perf_counter()
     zoo = export_zoo(tmp)
     light = {p.stem: p for p in sorted(LIGHT.glob("light_*.onnx"))}
     todo = [(k, p, "onnx-light") for k, p in light.items()] + [(k, p, "graphopt-zoo") for k, p in zoo.items()]
     if args.models:
         todo = [t for t in todo if t[0] in args.models]
     rows = []
-    partial = args.out.with_suffix(".partial.json")
-    partial.parent.mkdir(parents=True, exist_ok=True)
     for name, path, src in todo:
         print(f"[export] {name} ...", file=sys.stderr, flush=True)
         rows.append(compare_model(name, path, src, args.runs, tmp))
-        partial.write_text(json.dumps({"partial": True, "models": rows}, indent=2, default=str))  # survives a crash
     npu = []
     for name, path in zoo.items():
         if args.models and name not in args.models:
             continue
         print(f"[npu] {name} ...", file=sys.stderr, flush=True)
         npu.append(npu_row(name, path, tmp))
-    agree = None if args.skip_train else resnet20_agreement(args.epochs, args.test_images, tmp)
 
-    ratios = sorted(r["ratio_ours_onnxsim"] for r in rows)
     summary = {
         "models": len(rows),
-        "nodes_le_onnxsim": sum(r["nodes_le_onnxsim"] for r in rows),
-        "nodes_le_onnxoptimizer": sum(r["nodes_le_onnxoptimizer"] for r in rows),
-        "nodes_le_both_all": all(r["nodes_le_onnxsim"] and r["nodes_le_onnxoptimizer"] for r in rows),
-        "node_count_failures": [r["model"] for r in rows
-                                if not (r["nodes_le_onnxsim"] and r["nodes_le_onnxoptimizer"])],
-        "median_ratio_ours_onnxsim": statistics.median(ratios) if ratios else None,
-        "median_ratio_ours_onnxoptimizer": statistics.median(r["ratio_ours_onnxoptimizer"] for r in rows)
-        if rows else None,
+        "nodes_vs": node_summary(rows),
+        "latency_ratio": {f"ours/{b}": summary_ratio(rows, "ours", b) for b in BASELINES}
+        | {"onnxsim_copy/onnxsim (A/A)": summary_ratio(rows, "onnxsim_copy", "onnxsim")},
         "ours_fp32_checks_ok": all(r["ours_fp32_check"]["ok"] for r in rows),
         "npu_zero_violations_all": all(r["violations"] == 0 for r in npu),
-        "resnet20_int8_top1_agreement": None if agree is None else agree["top1_agreement"],
-        "resnet20_int8_top1_agreement_bias_corrected": None if agree is None
-        else agree["bias_corrected"]["top1_agreement"],
         "seconds": time.perf_counter() - t_all,
     }
-    doc = {
-        "meta": {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "python": platform.python_version(),
-                 "machine": platform.machine(), "cpu_count": __import__("os").cpu_count(),
-                 "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
-                 "onnxsim": getattr(onnxsim, "__version__", "?"), "onnxoptimizer": getattr(onnxoptimizer, "__version__",
-                                                                                           "?"),
-                 "torch": torch.__version__, "runs": args.runs, "ort_threads": 1, "opset_ours": 18},
-        "summary": summary, "models": rows, "npu_generic_int8": npu, "resnet20_int8": agree,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=2, default=str))
-    partial.unlink(missing_ok=True)
+    doc = {"protocol": {"runs": args.runs, "ort_threads": 1, "opset_ours": 18, "burst": 5,
+                        "ratio": "per model: median over rounds of the per-round ratio of the rounds' fastest runs "
+                                 "(variants interleaved in every round); ci95: bootstrap over rounds. Summary: "
+                                 "median over models, ci95 from resampling every model's rounds. A/A: onnxsim's "
+                                 "graph timed twice as two variants (the noise floor)."},
+           "versions": versions, "summary": summary, "models": rows, "npu_generic_int8": npu}
     print_tables(doc)
-    print(f"\nwrote {args.out}")
+    print(f"\nwrote {run.write(doc, args.out)}")
     return 0
 
 
 def print_tables(doc: dict) -> None:
-    print(f"\n{'model':24s} {'orig':>5s} {'ours':>5s} {'sim':>5s} {'opt':>5s}  {'ours ms':>9s} {'sim ms':>9s} "
-          f"{'opt ms':>9s} {'ours/sim':>8s}  notes")
+    print(f"\n{'model':24s} {'orig':>5s} {'ours':>5s} {'sim':>5s} {'slim':>5s} {'opt':>5s}  {'ours ms':>9s} "
+          f"{'ours/sim [95% CI]':>22s} {'ours/slim':>9s} {'A/A':>6s}  notes")
     for r in doc["models"]:
-        n, lat = r["nodes"], r["latency"]
-        notes = []
-        if not r["nodes_le_onnxsim"]:
-            notes.append("nodes > onnxsim")
-        if not r["nodes_le_onnxoptimizer"]:
-            notes.append("nodes > onnxoptimizer")
-        if r["onnxsim_nonstandard_ops"]:
-            notes.append("onnxsim uses " + ", ".join(f"{k} x{v}" for k, v in r["onnxsim_nonstandard_ops"].items()))
-        print(f"{r['model']:24s} {n['original']:5d} {n['ours']:5d} {n['onnxsim']:5d} {n['onnxoptimizer']:5d}  "
-              f"{lat['ours']['median_ms']:9.3f} {lat['onnxsim']['median_ms']:9.3f} "
-              f"{lat['onnxoptimizer']['median_ms']:9.3f} {r['ratio_ours_onnxsim']:8.3f}  {'; '.join(notes)}")
+        n, lat, rat = r["nodes"], r["latency"], r["ratio"]
+        notes = [f"nodes {v} than {b}" for b, v in r["nodes_vs"].items() if v == "more"]
+        for b, ops in r["nonstandard_ops"].items():
+            if ops:
+                notes.append(f"{b} uses " + ", ".join(f"{k} x{v}" for k, v in ops.items()))
+        s = rat["ours/onnxsim"]
+        print(f"{r['model']:24s} {n['original']:5d} {n['ours']:5d} {n['onnxsim']:5d} {n['onnxslim']:5d} "
+              f"{n['onnxoptimizer']:5d}  {lat['ours']['median_ms']:9.3f} {s['median']:7.3f} "
+              f"[{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}] {rat['ours/onnxslim']['median']:9.3f} "
+              f"{rat['onnxsim_copy/onnxsim (A/A)']['median']:6.3f}  {'; '.join(notes)}")
     s = doc["summary"]
-    print(f"\nnode count <= onnxsim: {s['nodes_le_onnxsim']}/{s['models']}, <= onnxoptimizer: "
-          f"{s['nodes_le_onnxoptimizer']}/{s['models']}; median latency ratio ours/onnxsim "
-          f"{s['median_ratio_ours_onnxsim']:.3f}, ours/onnxoptimizer {s['median_ratio_ours_onnxoptimizer']:.3f}")
+    print()
+    for b, v in s["nodes_vs"].items():
+        print(f"nodes vs {b:<14} strictly fewer {v['fewer']:2d}, equal {v['equal']:2d}, more {v['more']:2d} "
+              f"of {s['models']}" + (f"  (more: {', '.join(v['models_more'])})" if v["models_more"] else ""))
+    for k, v in s["latency_ratio"].items():
+        print(f"latency {k:<28} median over models {v['median']:.3f}  95% CI [{v['ci95'][0]:.3f}, "
+              f"{v['ci95'][1]:.3f}]")
     print("\ngeneric-npu-int8:")
     for r in doc["npu_generic_int8"]:
         print(f"  {r['model']:22s} violations {r['violations']:3d}  float islands {r['float_islands']:3d}  "
               f"rewrites {r['rewrites']}" + (f"  ERROR {r['error']}" if r.get("error") else ""))
-    a = doc["resnet20_int8"]
-    if a:
-        print(f"\nResNet-20 ({a['epochs']} epochs, fp32 acc {a['fp32_accuracy']:.2%}, int8 acc "
-              f"{a['int8_accuracy']:.2%}): int8 top-1 agreement {a['top1_agreement']:.2%} on {a['evaluation']}")
-        b = a.get("bias_corrected")
-        if b:
-            print(f"  with --bias-correction: int8 acc {b['int8_accuracy']:.2%}, agreement {b['top1_agreement']:.2%}, "
-                  f"mean cosine {b['mean_cosine']:.6f} (plain {a['mean_cosine']:.6f})")
 
 
 if __name__ == "__main__":

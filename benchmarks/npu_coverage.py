@@ -7,13 +7,14 @@ with constant weights). Each goes through ``graphopt.export.export_model`` for e
 accuracy is not measured here) and few latency runs. Recorded per (model, target): exported without violations,
 the remaining violation rules, the legalizers that fired, seconds.
 
-Usage: ``python benchmarks/npu_coverage.py``; writes ``benchmarks/results/npu_coverage.json``.
+Usage: ``python benchmarks/npu_coverage.py [--quick]``; writes ``benchmarks/results/npu_coverage.json`` (with
+provenance).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 import tempfile
 import time
 import warnings
@@ -26,14 +27,19 @@ from graphopt.export import export_model
 from graphopt.npu.profiles import available_profiles
 
 LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
-OUT = Path(__file__).parent / "results" / "npu_coverage.json"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import Run  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--quick", action="store_true", help="smoke run: SqueezeNet only")
+    ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
+    run = Run.start("npu_coverage.json", argv=None if argv is None else [__file__, *argv], quick=args.quick)
     models = sorted(LIGHT.glob("light_*.onnx"))
+    if args.quick:
+        models = [m for m in models if "squeezenet" in m.stem]
     targets = sorted(available_profiles())
     rows, t_all = [], time.time()
     with tempfile.TemporaryDirectory() as tmp:
@@ -58,9 +64,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{sum(r['fp32_check_ok'] for r in rows)}/{len(rows)}; {time.time() - t_all:.0f} s")
     for t in targets:
         print(f"  {t:18s} {sum(r['clean'] for r in rows if r['target'] == t)}/{len(models)}")
-    args.out.write_text(json.dumps({"clean": clean, "pairs": len(rows), "rows": rows,
-                                    "seconds": time.time() - t_all}, indent=1))
-    print(f"wrote {args.out}")
+    by_target = {t: {"clean": sum(r["clean"] for r in rows if r["target"] == t),
+                     "pairs": sum(r["target"] == t for r in rows)} for t in targets}
+    doc = {"clean": clean, "pairs": len(rows), "per_target": by_target,
+           "fp32_checks_ok": sum(r["fp32_check_ok"] for r in rows), "rows": rows, "seconds": time.time() - t_all}
+    print(f"wrote {run.write(doc, args.out)}")
     return 0
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import sqlite3
+import sys
 import time
 from pathlib import Path
 
@@ -42,7 +43,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "benchmarks" / ".cache" / "autogo_cifar10"
 DEFAULT_RUNS = ["resnet20-b900-i20-n10000-seed-s40", "resnet20-b900-i20-n10000-seed-s40-w0_1"]
 CACHE = ROOT / "benchmarks" / ".cache" / "ponas_mutants"
-OUT = ROOT / "benchmarks" / "results" / "ponas_mutants.json"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import Run  # noqa: E402
 
 
 def load_candidates(runs: list[str]) -> tuple[list[str], dict, np.ndarray]:
@@ -160,8 +162,9 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=20)
     ap.add_argument("--oversample", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
+    run = Run.start("ponas_mutants.json")
     torch.set_num_threads(args.threads)
     from graphopt.predictors.ponas import PONAS_METRICS, ArchPool, ir_graph
 
@@ -192,9 +195,7 @@ def main() -> None:
         print(f"  by {n:14s} {v:6.1f}")
     doc = {"runs": args.runs.split(","), "n_candidates": len(hashes), "metrics": names, "seeds": args.seeds,
            "screen_seeds": args.screen_seeds, "pool_search": ps, "screen": sc, "wall_s": time.monotonic() - t0}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=1))
-    print(f"\nwrote {args.out} ({doc['wall_s']:.0f} s)")
+    print(f"\nwrote {run.write(doc, args.out)} ({doc['wall_s']:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -5,9 +5,15 @@
    worker is restarted after the crashing case). Outcomes: ok (a graph passing ``verify``), error (a graphopt
    user error: exit code 2 in the CLI), and the failures -- uncaught exception, invalid graph, hang, crash.
 2. Kill-resume: a small Pareto evolution search (``graphopt.search.evolution`` + ``ResultStore``, a cheap
-   scorer that sleeps) runs in a forked child that is SIGKILLed at a random point, then resumed to the end.
-   Per trial: candidates lost (done before the kill, not done after), candidates evaluated twice (done before
-   the kill and scored again), ``PRAGMA integrity_check``, and the final set against an uninterrupted run.
+   scorer that sleeps) followed by a final phase that trains the top 3 of the front (as ``graphopt optimize``
+   does), in a forked child that is SIGKILLed at a planned point and then resumed to the end. The points rotate
+   over three phases: while a candidate is scored, inside the SQLite transaction that commits a score (its
+   UPDATE ran, its COMMIT not: the child holds there, told by the store's trace callback), and during the final
+   training; the candidate or finalist is drawn at random, always after at least 3 candidates are committed
+   (the parent reads the child's events from a pipe and polls the store before the kill). Per trial: committed
+   at the kill, candidates lost (committed before the kill, not done after), committed candidates scored again
+   (must be 0; the one in flight is scored again, and counted separately), ``PRAGMA integrity_check``, the final
+   set and the finalists against an uninterrupted run. The script exits 1 when any trial fails.
 3. The largest zoo graph (by node count) replicated 10x (copies sharing the input and the weights), saved as IR
    JSON and ONNX, and loaded in a fresh process: time, peak RSS growth and peak Python allocations.
 4. Each hostile-file class of ``tests/test_reliability.py`` through ``python -m graphopt.cli convert`` in a
@@ -15,7 +21,7 @@
 
 Prints a table and writes ``benchmarks/results/reliability.json``.
 
-    python benchmarks/reliability.py [--onnx-cases 2000] [--ir-cases 1000] [--trials 20] [--quick]
+    python benchmarks/reliability.py [--onnx-cases 2000] [--ir-cases 1000] [--trials 21] [--quick]
 """
 
 from __future__ import annotations
@@ -25,8 +31,8 @@ import copy
 import importlib.util
 import json
 import os
-import platform
 import random
+import select
 import signal
 import sqlite3
 import subprocess
@@ -39,7 +45,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests"
-RESULT = ROOT / "benchmarks" / "results" / "reliability.json"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import Run  # noqa: E402
+
 FAILURES = ("uncaught", "invalid", "hang", "crash", "cli_uncaught", "cli_hang")
 CLI_EVERY = 5
 """Every 5th fuzz case also goes through ``graphopt convert`` (the CLI path a user hits)."""
@@ -225,6 +233,12 @@ def run_fuzz(kind: str, n: int, d: Path) -> dict[str, Any]:
 
 # ============================================================================================= kill-resume
 OPS = ["relu", "sigmoid", "tanh"]
+PHASES = ("scoring", "commit", "final")
+"""Where a trial's SIGKILL lands: while a candidate is being scored, inside the SQLite transaction that commits a
+score (after its UPDATE ran, before COMMIT), or during the final training of the finalists."""
+HOLD_S = 30.0
+"""How long the child holds at its targeted point: the parent's SIGKILL always lands there, even on a busy machine."""
+MIN_COMMITTED = 3
 
 
 def _chain(ops: list[str]):
@@ -238,11 +252,27 @@ def _chain(ops: list[str]):
     return g
 
 
-def _search(run: Path, log: Path, sleep: float) -> int:
-    """The toy search of tests/test_evolution.py: mutate a relu/sigmoid/tanh chain, score = tanh share."""
+def _search(run: Path, log: Path, sleep: float, events: int | None = None, target: tuple[str, int] | None = None,
+            final_k: int = 3) -> int:
+    """The toy search of tests/test_evolution.py (mutate a relu/sigmoid/tanh chain, score = tanh share), then a
+    final phase that "trains" the top ``final_k`` of the front, as ``graphopt optimize`` does after its search.
+
+    ``log`` gets ``S <hash>`` for every scoring and ``F <hash>`` for every final training. ``events`` (a pipe's
+    write end) gets one line per scoring start, committing transaction and final training. ``target``: hold for
+    :data:`HOLD_S` at (phase, n): the n-th scoring, the n-th commit (inside its transaction), or the n-th finalist.
+    """
     from graphopt.eval.store import ResultStore
     from graphopt.ir.serialize import structure_hash
     from graphopt.search.evolution import EvolutionConfig, ParetoEvolution
+
+    counts = dict.fromkeys(PHASES, 0)
+
+    def emit(phase: str) -> bool:
+        """Count and report a phase event; True when this is the targeted one."""
+        counts[phase] += 1
+        if events is not None:
+            os.write(events, f"{phase} {counts[phase]}\n".encode())
+        return target == (phase, counts[phase])
 
     def mutate(g, rng):
         ops = [n.op for n in g.nodes]
@@ -253,25 +283,43 @@ def _search(run: Path, log: Path, sleep: float) -> int:
         return _chain(ops), [{"pos": i}]
 
     def score(g, parent):
-        time.sleep(sleep)
         with open(log, "a") as f:
-            f.write(structure_hash(g) + "\n")
+            f.write("S " + structure_hash(g) + "\n")
+        time.sleep(HOLD_S if emit("scoring") else sleep)
         return {"score": sum(n.op == "tanh" for n in g.nodes) / len(g)}
 
     store = ResultStore.open(run)
+    armed = {"done_update": False}
+
+    def trace(stmt: str) -> None:  # runs inside the store's transactions (sqlite3 trace callback)
+        if stmt.startswith("UPDATE candidates SET status = 'done'"):
+            armed["done_update"] = True
+        elif stmt == "COMMIT" and armed["done_update"]:
+            armed["done_update"] = False
+            if emit("commit"):
+                time.sleep(HOLD_S)  # the UPDATE ran, the COMMIT has not: the kill lands in the open transaction
+
+    store._conn.set_trace_callback(trace)
     ev = ParetoEvolution(mutate=mutate, score=score, cost=lambda g: float(len(g)), store=store, run_dir=run,
                          config=EvolutionConfig(iterations=4, parents_per_iter=3, mutants_per_parent=3,
                                                 cost_window=(0.0, 3.0)))
-    ev.run(_chain(["relu", "relu", "sigmoid"]))
+    front = ev.run(_chain(["relu", "relu", "sigmoid"]))
+    store._conn.set_trace_callback(None)
+    for c in sorted(front, key=lambda c: (-c.score, c.cost, c.hash))[:final_k]:
+        time.sleep(HOLD_S if emit("final") else sleep)  # the final training (not stored, as in optimize)
+        with open(log, "a") as f:
+            f.write("F " + c.hash + "\n")
     store.close()
     return 0
 
 
-def _fork(fn, *args) -> int:
+def _fork(fn, *args, close: tuple[int, ...] = ()) -> int:
     pid = os.fork()
     if pid == 0:
         code = 1
         try:
+            for fd in close:
+                os.close(fd)
             code = fn(*args)
         finally:
             os._exit(code)
@@ -286,62 +334,134 @@ def _integrity(run: Path) -> str:
         con.close()
 
 
-def _done(run: Path) -> set[str]:
-    from graphopt.eval.store import ResultStore
+def _statuses(run: Path) -> dict[str, str]:
+    """{hash: status} read without changing anything (read-only connection)."""
+    p = run / "runs.sqlite"
+    if not p.exists():
+        return {}
+    con = sqlite3.connect(f"file:{p}?mode=ro", uri=True, timeout=30)
+    try:
+        return dict(con.execute("SELECT hash, status FROM candidates"))
+    finally:
+        con.close()
 
-    with ResultStore.open(run, reset_running=False) as st:
-        return st.done_hashes()
+
+def _log(path: Path) -> list[tuple[str, str]]:
+    return [tuple(line.split()) for line in path.read_text().splitlines()] if path.exists() else []  # type: ignore
 
 
-def kill_resume(trials: int, d: Path, sleep: float = 0.03) -> dict[str, Any]:
-    """SIGKILL a forked search at random points, resume it, and compare with an uninterrupted run."""
-    from graphopt.eval.store import ResultStore
+def _wait_event(fd: int, buf: bytearray, want: tuple[str, int], timeout: float) -> bool:
+    """Read events from the pipe until ``want`` arrives (True) or the child closes it / the time is up."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        r, _, _ = select.select([fd], [], [], 0.5)
+        if not r:
+            continue
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            return False
+        buf.extend(chunk)
+        while b"\n" in buf:
+            line, _, rest = bytes(buf).partition(b"\n")
+            buf[:] = rest
+            phase, n = line.decode().split()
+            if (phase, int(n)) == want:
+                return True
+    return False
 
+
+def _plan(trials: int, n_candidates: int, n_final: int, rng: random.Random) -> list[tuple[str, int]]:
+    """Kill points: phases in rotation; the scoring / commit of a candidate after at least ``MIN_COMMITTED`` are
+    committed (the n-th scoring or commit has n-1 committed before it), or one of the finalists."""
+    out = []
+    for k in range(trials):
+        phase = PHASES[k % len(PHASES)]
+        n = rng.randint(1, n_final) if phase == "final" else rng.randint(MIN_COMMITTED + 1, n_candidates)
+        out.append((phase, n))
+    return out
+
+
+def kill_resume(trials: int, d: Path, sleep: float = 0.02, final_k: int = 3, seed: int = 0) -> dict[str, Any]:
+    """SIGKILL a forked search at planned points (:func:`_plan`), resume it, compare with an uninterrupted run."""
+    from graphopt.eval.store import ResultStore  # imported before forking: the children start at once
+
+    d.mkdir(parents=True, exist_ok=True)
     ref, ref_log = d / "ref", d / "ref.log"
     t0 = time.perf_counter()
-    pid = _fork(_search, ref, ref_log, sleep)
+    pid = _fork(_search, ref, ref_log, sleep, None, None, final_k)
     _, status = os.waitpid(pid, 0)
     ref_seconds = time.perf_counter() - t0
     assert os.waitstatus_to_exitcode(status) == 0, "the reference search failed"
-    ref_done = _done(ref)
-    rng = random.Random(0)
+    with ResultStore.open(ref, reset_running=False) as st:
+        ref_done = st.done_hashes()
+    ref_final = [h for k, h in _log(ref_log) if k == "F"]
     rows = []
-    for k in range(trials):
+    for k, (phase, n) in enumerate(_plan(trials, len(ref_done), len(ref_final), random.Random(seed))):
         run, log = d / f"trial{k}", d / f"trial{k}.log"
-        kill_at = rng.uniform(0.05, 0.95) * ref_seconds
-        pid = _fork(_search, run, log, sleep)
-        time.sleep(kill_at)
+        rfd, wfd = os.pipe()
+        pid = _fork(_search, run, log, sleep, wfd, (phase, n), final_k, close=(rfd,))
+        os.close(wfd)
+        buf = bytearray()
+        reached = _wait_event(rfd, buf, (phase, n), timeout=600)
+        committed = sum(v == "done" for v in _statuses(run).values()) if reached else 0
+        t_hold = time.monotonic()
+        while reached and committed < MIN_COMMITTED and time.monotonic() - t_hold < HOLD_S / 2:  # poll the store
+            time.sleep(0.05)
+            committed = sum(v == "done" for v in _statuses(run).values())
+        if reached:
+            time.sleep(random.Random(k).uniform(0.0, 0.2))  # somewhere inside the held phase
         os.kill(pid, signal.SIGKILL)
         _, status = os.waitpid(pid, 0)
+        os.close(rfd)
         killed = os.WIFSIGNALED(status)
         integrity_after_kill = _integrity(run) if (run / "runs.sqlite").exists() else "no store yet"
-        before = _done(run) if (run / "runs.sqlite").exists() else set()
-        n_log = len(log.read_text().split()) if log.exists() else 0
-        pid = _fork(_search, run, log, 0.0)
+        at_kill = _statuses(run)
+        before = {h for h, v in at_kill.items() if v == "done"}
+        in_flight = {h for h, v in at_kill.items() if v == "running"}
+        n_log = len(_log(log))
+        finals_before = [h for kind, h in _log(log) if kind == "F"]
+        pid = _fork(_search, run, log, 0.0, None, None, final_k)
         _, status = os.waitpid(pid, 0)
         resumed_ok = os.waitstatus_to_exitcode(status) == 0
-        after = _done(run)
-        rescored = log.read_text().split()[n_log:] if log.exists() else []
-        with ResultStore.open(run) as st:
+        with ResultStore.open(run, reset_running=False) as st:
+            after = st.done_hashes()
             finished_once = all(r.n_finished == 1 for r in st.rows("done"))
             iterations = st.meta.get("iterations_done")
+        new = _log(log)[n_log:]
+        rescored = [h for kind, h in new if kind == "S"]
+        finals = [h for kind, h in new if kind == "F"]
+        phase_ok = {"scoring": len(in_flight) == 1, "commit": len(in_flight) == 1,
+                    "final": before == ref_done and not in_flight}[phase]
         rows.append({
-            "kill_after_s": round(kill_at, 3), "killed_mid_run": killed, "done_at_kill": len(before),
-            "resumed_ok": resumed_ok, "done_final": len(after), "lost": len(before - after),
-            "evaluated_twice": len(set(rescored) & before), "finished_once": finished_once,
-            "integrity_after_kill": integrity_after_kill, "integrity_final": _integrity(run),
-            "iterations_done": iterations, "missing_vs_uninterrupted": len(ref_done - after),
-            "extra_vs_uninterrupted": len(after - ref_done),
+            "phase": phase, "target": n, "reached_target": reached, "phase_confirmed": reached and phase_ok,
+            "killed_mid_run": killed, "done_at_kill": len(before), "running_at_kill": len(in_flight),
+            "finalists_trained_before_kill": len(finals_before), "resumed_ok": resumed_ok, "done_final": len(after),
+            "lost": len(before - after), "rescored_committed": len(set(rescored) & before),
+            "rescored_in_flight": len(set(rescored) & in_flight), "scored_after_resume": len(rescored),
+            "finished_once": finished_once, "integrity_after_kill": integrity_after_kill,
+            "integrity_final": _integrity(run), "iterations_done": iterations,
+            "missing_vs_uninterrupted": len(ref_done - after), "extra_vs_uninterrupted": len(after - ref_done),
+            "same_finalists_as_uninterrupted": finals == ref_final,
         })
+    ok = [r["reached_target"] and r["phase_confirmed"] and r["killed_mid_run"] and r["done_at_kill"] >= MIN_COMMITTED
+          and r["resumed_ok"] and r["lost"] == 0 and r["rescored_committed"] == 0 and r["finished_once"]
+          and r["integrity_final"] == "ok" and r["integrity_after_kill"] == "ok" and r["missing_vs_uninterrupted"] == 0
+          and r["extra_vs_uninterrupted"] == 0 and r["same_finalists_as_uninterrupted"] for r in rows]
     return {
-        "trials": trials, "killed_mid_run": sum(r["killed_mid_run"] for r in rows),
-        "uninterrupted": {"seconds": round(ref_seconds, 2), "candidates": len(ref_done)},
-        "candidates_lost": sum(r["lost"] for r in rows), "evaluated_twice": sum(r["evaluated_twice"] for r in rows),
-        "integrity_ok": sum(r["integrity_after_kill"] in ("ok", "no store yet") and r["integrity_final"] == "ok"
-                            for r in rows),
+        "trials": trials, "phases": {p: sum(r["phase"] == p for r in rows) for p in PHASES},
+        "min_committed_at_kill": min((r["done_at_kill"] for r in rows), default=0),
+        "killed_mid_run": sum(r["killed_mid_run"] for r in rows),
+        "phase_confirmed": sum(r["phase_confirmed"] for r in rows),
+        "uninterrupted": {"seconds": round(ref_seconds, 2), "candidates": len(ref_done), "finalists": len(ref_final)},
+        "candidates_lost": sum(r["lost"] for r in rows),
+        "rescored_committed": sum(r["rescored_committed"] for r in rows),
+        "rescored_in_flight": sum(r["rescored_in_flight"] for r in rows),
+        "integrity_ok": sum(r["integrity_after_kill"] == "ok" and r["integrity_final"] == "ok" for r in rows),
         "resumed_ok": sum(r["resumed_ok"] for r in rows),
         "same_final_set_as_uninterrupted": sum(r["missing_vs_uninterrupted"] == 0 and r["extra_vs_uninterrupted"]
                                                == 0 for r in rows),
+        "same_finalists_as_uninterrupted": sum(r["same_finalists_as_uninterrupted"] for r in rows),
+        "trials_passing": sum(ok), "all_pass": all(ok) and bool(rows),
         "per_trial": rows,
     }
 
@@ -471,31 +591,29 @@ def hostile(d: Path) -> list[dict[str, Any]]:
 
 
 # ==================================================================================================== main
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--onnx-cases", type=int, default=2000)
     ap.add_argument("--ir-cases", type=int, default=1000)
-    ap.add_argument("--trials", type=int, default=20)
+    ap.add_argument("--trials", type=int, default=21, help="kill-resume trials (phases in rotation)")
     ap.add_argument("--quick", action="store_true", help="small counts (a smoke run; results not written)")
-    ap.add_argument("--out", type=Path, default=RESULT)
+    ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--fuzz-worker", nargs=4, metavar=("KIND", "START", "END", "LOG"), help=argparse.SUPPRESS)
     ap.add_argument("--measure-load", metavar="PATH", help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.fuzz_worker:
         kind, start, end, log = args.fuzz_worker
         fuzz_worker(kind, int(start), int(end), Path(log))
-        return
+        return 0
     if args.measure_load:
         print(json.dumps(measure_load(args.measure_load)))
-        return
+        return 0
+    run = Run.start("reliability.json", argv=None if argv is None else [__file__, *argv], quick=args.quick)
     if args.quick:
         args.onnx_cases, args.ir_cases, args.trials = 100, 50, 3
     from graphopt.limits import current_limits
 
-    t_start = time.perf_counter()
-    result: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
-                              "cpus": os.cpu_count(), "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                              "limits": current_limits().__dict__}
+    result: dict[str, Any] = {"limits": current_limits().__dict__}
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         print("kill-resume trials ...", flush=True)
@@ -506,12 +624,13 @@ def main() -> None:
         result["hostile_files"] = hostile(d)
         print("zoo graph x10 ...", flush=True)
         result["zoo_load"] = zoo_load(d)
-    result["seconds"] = round(time.perf_counter() - t_start, 1)
     _print(result)
-    if not args.quick:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.out}")
+    print(f"wrote {run.write(result, args.out, dumps=lambda x: json.dumps(x, indent=2))}")
+    kr = result["kill_resume"]
+    if not kr["all_pass"]:
+        print(f"kill-resume: {kr['trials'] - kr['trials_passing']} trial(s) failed", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _print(r: dict[str, Any]) -> None:
@@ -525,12 +644,18 @@ def _print(r: dict[str, Any]) -> None:
               f"{f['seconds']:>8}   {f['cli_cases']}, {c.get('cli_exit_0', 0)} / {c.get('cli_exit_2', 0)} / "
               f"{f['cli_uncaught_errors']}")
     kr = r["kill_resume"]
-    print("\n== kill-resume (target: 0 lost, 0 evaluated twice, integrity ok)")
-    print(f"trials {kr['trials']} (killed mid-run {kr['killed_mid_run']}), resumed ok {kr['resumed_ok']}, "
-          f"candidates lost {kr['candidates_lost']}, evaluated twice {kr['evaluated_twice']}, integrity ok "
-          f"{kr['integrity_ok']}/{kr['trials']}, same final set as the uninterrupted run "
-          f"{kr['same_final_set_as_uninterrupted']}/{kr['trials']} (uninterrupted: "
-          f"{kr['uninterrupted']['candidates']} candidates in {kr['uninterrupted']['seconds']} s)")
+    print("\n== kill-resume (target: >= 3 committed at every kill, 0 lost, 0 committed re-scored, integrity ok)")
+    print(f"trials {kr['trials']} {kr['phases']}, kill landed in the planned phase {kr['phase_confirmed']}, "
+          f"committed at kill >= {kr['min_committed_at_kill']}, resumed ok {kr['resumed_ok']}, candidates lost "
+          f"{kr['candidates_lost']}, committed re-scored {kr['rescored_committed']} (in-flight re-scored "
+          f"{kr['rescored_in_flight']}), integrity ok {kr['integrity_ok']}/{kr['trials']}, same final set "
+          f"{kr['same_final_set_as_uninterrupted']}/{kr['trials']}, same finalists "
+          f"{kr['same_finalists_as_uninterrupted']}/{kr['trials']} (uninterrupted: {kr['uninterrupted']['candidates']} "
+          f"candidates in {kr['uninterrupted']['seconds']} s); all pass: {kr['all_pass']}")
+    print(f"{'phase':<8} {'target':>6} {'committed':>9} {'lost':>5} {'rescored':>8} {'in-flight':>9}  same set")
+    for t in kr["per_trial"]:
+        print(f"{t['phase']:<8} {t['target']:>6} {t['done_at_kill']:>9} {t['lost']:>5} {t['rescored_committed']:>8} "
+              f"{t['rescored_in_flight']:>9}  {t['missing_vs_uninterrupted'] == t['extra_vs_uninterrupted'] == 0}")
     z = r["zoo_load"]
     print(f"\n== load of the largest zoo graph ({z['model']}, {z['nodes_by_model'][z['model']]} nodes) replicated")
     print(f"{'x':>3} {'format':<8} {'nodes':>7} {'file MB':>8} {'seconds':>8} {'warm s':>7} {'RSS growth MB':>14} "
@@ -548,4 +673,4 @@ def _print(r: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -32,9 +32,8 @@ import contextlib
 import io
 import json
 import logging
-import os
-import platform
 import statistics
+import sys
 import tempfile
 import time
 import warnings
@@ -45,7 +44,9 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results" / "roundtrip.json"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import Run  # noqa: E402
+
 TRAIN_MODELS = ("resnet20", "vit_tiny")
 
 
@@ -212,8 +213,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--train-repeats", type=int, default=3)
     ap.add_argument("--iters", type=int, default=10, help="timed training steps per module per repeat")
     ap.add_argument("--skip-train", action="store_true")
-    ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--quick", action="store_true", help="smoke run: resnet20, one repeat, no dynamo, no training")
+    ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
+    run = Run.start("roundtrip.json", argv=None if argv is None else [__file__, *argv], quick=args.quick)
+    if args.quick:
+        args.models, args.repeats, args.lower_repeats, args.no_dynamo, args.skip_train = "resnet20", 1, 1, True, True
 
     import torch
 
@@ -223,7 +228,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     logging.getLogger("torch._dynamo").setLevel(logging.ERROR)
     names = [n for n in args.models.split(",") if n] or list(models.names())
-    load_before = os.getloadavg()
     rows = []
     with tempfile.TemporaryDirectory() as d:
         for name in names:
@@ -261,11 +265,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   f"{t['loss_abs_diff']:>11.1e}{t['max_grad_abs_diff']:>11.1e}")
         print("target ratio <= 1.10")
     result = {
-        "benchmark": "roundtrip",
         "protocol": __doc__,
-        "environment": {"python": platform.python_version(), "torch": torch.__version__,
-                        "machine": platform.machine(), "cpus": os.cpu_count(), "torch_threads": 2,
-                        "loadavg_at_start": load_before, "loadavg_at_end": os.getloadavg()},
+        "environment": {"torch_threads": 2},
         "roundtrip": rows,
         "train": train,
         "summary": {
@@ -277,9 +278,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "train_ratios": {t["model"]: t["ratio"] for t in train},
         },
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(_json_safe(result), indent=1, allow_nan=False))
+    out = run.write(_json_safe(result), args.out, dumps=lambda d: json.dumps(d, indent=1, allow_nan=False))
     print(f"\nwrote {out}")
     return result
 

@@ -1,6 +1,6 @@
 """Supernet-search benchmarks (issue 7), CPU-sized. Prints a table, writes benchmarks/results/supernet.json.
 
-Sections (``--only`` picks some; results of earlier sections in the JSON are kept):
+Sections (``--only`` picks some; the JSON holds the sections of this invocation only, written whole at the end):
 
 * ``xnas``: XNAS vs first-order DARTS on the NB201 space. Protocol: NB201 supernet with C=8, N=1 (one cell
   per stage), CIFAR-10 from the shared data, ``--n-search`` training images split into two halves (weights /
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import statistics
 import sys
 import time
@@ -29,7 +28,9 @@ from pathlib import Path
 import torch
 
 NB201_CSV = Path("/work/shared/data/nas/nb201_test_acc_3datasets_vtao.csv")
-OUT = Path(__file__).resolve().parent / "results" / "supernet.json"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import Run  # noqa: E402
+
 DARTS_PUBLISHED = 54.30
 
 
@@ -96,12 +97,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--n-search", type=int, default=None)
+    ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
+    run = Run.start("supernet.json", argv=None if argv is None else [__file__, *argv], quick=args.quick)
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.epochs = args.epochs or (4 if args.quick else 10)
     args.n_search = args.n_search or (1000 if args.quick else 2000)
     torch.set_num_threads(1)  # the 2 cores are shared; 1 thread avoids oversubscription
-    results = json.loads(OUT.read_text()) if OUT.is_file() else {}
+    results: dict = {}
     sections = [s.strip() for s in args.only.split(",") if s.strip()]
     for s in sections:
         t0 = time.time()
@@ -118,11 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         res["seconds"] = round(time.time() - t0, 1)
         res["quick"] = args.quick
-        if OUT.is_file():  # merge with sections another run may have written meanwhile
-            results = {**json.loads(OUT.read_text()), **results}
         results[s] = res
-        OUT.parent.mkdir(parents=True, exist_ok=True)
-        OUT.write_text(json.dumps(results, indent=1))
     if "xnas" in results:
         print_xnas(results["xnas"])
     if "s3" in results and "table" in results["s3"]:
@@ -133,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\nDPS vs SPOS (HRNet-lite supernet, CIFAR-paste segmentation)")
         for line in results["dps"]["table"]:
             print("  " + line)
-    print(f"\nwrote {OUT}")
+    print(f"\nwrote {run.write(results, args.out)}")
     return 0
 
 

@@ -5,7 +5,7 @@ Choosing it on the same configs it is reported on would overfit 32 points, so:
 
 * **design set**: ``--n`` configs sampled exactly as ``benchmarks/estimators_nb201.py --tfmas`` does (same
   ranges, budget, task and training recipe) but with sample seed ``--design-seed`` (default 1), trained here in
-  ``--jobs`` worker processes, rows cached in ``benchmarks/results/tfmas_design.jsonl``;
+  ``--jobs`` worker processes (rows re-used from ``--resume DIR`` only when asked);
 * **held-out set**: the 32 configs of the reported TF-MAS benchmark (sample seed 0), whose trained token
   accuracies are read from ``benchmarks/results/estimators_nb201.json``; only their scores at initialisation
   are recomputed here (same build seed = config index, same 32 LM sequences).
@@ -24,6 +24,7 @@ import argparse
 import json
 import multiprocessing
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).parent))
 import estimators_nb201 as E  # noqa: E402  (the benchmark's own protocol pieces)
+from _results import Run  # noqa: E402
 from graphopt.predictors import proxies, tfmas  # noqa: E402
 from graphopt.predictors.tfmas import effective_rank  # noqa: E402
 
@@ -143,11 +145,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--design-seed", type=int, default=1)
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=RESULTS / "tfmas_design.json")
+    ap.add_argument("--resume", type=Path, default=None, metavar="DIR",
+                    help="keep the design-set trainings in DIR/tfmas_design.jsonl and re-use those of an earlier run "
+                         "with the same setting (default: a fresh temporary folder)")
+    ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
+    run = Run.start("tfmas_design.json", argv=None if argv is None else [__file__, *argv])
     torch.set_num_threads(1)
     t0 = time.time()
-    jsonl = args.out.with_suffix(".jsonl")
+    cache = args.resume or Path(tempfile.mkdtemp(prefix="tfmas-design-"))
+    cache.mkdir(parents=True, exist_ok=True)
+    jsonl = cache / "tfmas_design.jsonl"
     key = {"design_seed": args.design_seed, "n": args.n, "steps": args.steps}
     done: dict[int, dict] = {}
     if jsonl.exists():
@@ -207,8 +215,7 @@ def main(argv: list[str] | None = None) -> int:
               "held_out_best_baseline": [best_base, table[best_base]["held_out"]], "picked_ahead": bool(ahead),
               "default_recompute_max_rel_diff": max(default_check), "wall_s": time.time() - t0,
               "design": design}  # fmt: skip
-    args.out.write_text(json.dumps(report, indent=1))
-    print(f"wrote {args.out}")
+    print(f"wrote {run.write(report, args.out)}")
     return 0
 
 
