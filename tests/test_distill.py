@@ -96,3 +96,16 @@ def test_training_with_a_teacher_adds_the_distillation_loss():
     res_ce = train_model(student.eval(), data, TrainConfig(steps=1, batch_size=32, lr=0.0, augment=False,
                                                            eval_every=0))
     assert res_ce.step_losses[0] > 1.0  # an untrained net's cross-entropy is ~ln 10
+
+
+def test_distillation_cycles_over_cached_teacher_batches(teacher):
+    """The teacher runs once per cached batch, not once per step; the cache shrinks to fit its memory limit;
+    the cached steps still reach the near-exact fit."""
+    child = _replace_conv(teacher, "block.3")
+    data = load_dataset("cifar10-demo", seed=0, train_size=256).train
+    rep = distill_regions(teacher, child, data, steps=200, batch_size=32, lr=1e-2, cache_batches=4)
+    assert rep.cached_batches == 4 and rep.steps == 200
+    assert rep.error_after < 1e-2 * rep.error_before
+    tiny = distill_regions(teacher, _replace_conv(teacher, "block.3"), data, steps=10, batch_size=32,
+                           cache_batches=8, cache_mb=1e-6)
+    assert tiny.cached_batches == 1 and tiny.steps == 10
