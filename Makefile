@@ -13,7 +13,7 @@ EXTRAS ?= dev,bench,ray
 PYTEST_ARGS ?=
 JOBS ?= 2
 
-.PHONY: install test demo lint bench clean bench-optimize-trained bench-latency bench-scale-out bench-autogo-nb201 bench-psc-nb201 bench-export bench-export-int8 bench-eval bench-eval-executor-overhead bench-reliability bench-npu-coverage bench-roundtrip bench-supernet bench-autogo-mining bench-autogo-mutation-zoo bench-synflow-nb201 bench-estimators-nb201 bench-tfmas-design bench-ponas-mutants bench-autogo-cifar10 bench-autogo-cifar10-window1 bench-autogo-cifar10-mobilenetv2 bench-autogo-cifar10-inherit-trained
+.PHONY: install test demo lint bench clean bench-optimize-trained bench-latency bench-scale-out bench-autogo-nb201 bench-psc-nb201 bench-export bench-export-int8 bench-eval bench-eval-executor-overhead bench-reliability bench-npu-coverage bench-roundtrip bench-supernet bench-autogo-mining bench-autogo-mutation-zoo bench-synflow-nb201 bench-estimators-nb201 bench-tfmas-design bench-ponas-mutants bench-autogo-cifar10 bench-autogo-cifar10-window1 bench-autogo-cifar10-mobilenetv2 bench-autogo-cifar10-inherit-trained bench-vision-zoo
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,7 +39,7 @@ lint: install
 # about an hour on 2 cores; the others are listed in BENCH_LONG.
 BENCH_SHORT := bench-eval bench-eval-executor-overhead bench-autogo-mining bench-autogo-mutation-zoo \
 	bench-reliability bench-roundtrip bench-synflow-nb201 bench-autogo-nb201 bench-psc-nb201 bench-export \
-	bench-npu-coverage bench-supernet
+	bench-npu-coverage bench-supernet bench-vision-zoo
 BENCH_LONG := bench-export-int8 bench-estimators-nb201 bench-tfmas-design bench-ponas-mutants \
 	bench-autogo-cifar10 bench-autogo-cifar10-window1 bench-autogo-cifar10-mobilenetv2 \
 	bench-autogo-cifar10-inherit-trained bench-optimize-trained bench-latency bench-scale-out
@@ -69,6 +69,9 @@ bench-reliability: install
 
 bench-npu-coverage: install
 	$(PY) benchmarks/npu_coverage.py
+
+bench-vision-zoo: install
+	$(PY) benchmarks/vision_zoo.py
 
 bench-roundtrip: install
 	$(PY) benchmarks/roundtrip.py

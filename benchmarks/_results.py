@@ -128,6 +128,10 @@ BENCHMARKS: dict[str, Benchmark] = {
     "scale_out.json": _b("scale_out.py", "", "graphopt/search/evolution.py", "graphopt/search/autogo.py",
                          "graphopt/eval/executors.py", "graphopt/eval/train.py", "graphopt/eval/distill.py",
                          "passes/autogo", target="bench-scale-out"),
+    "vision_zoo.json": _b("vision_zoo.py", "", *_EXPORT, "graphopt/profiles", "graphopt/frontends",
+                          "graphopt/backends", "graphopt/ir", "graphopt/commands/export_cmd.py",
+                          "graphopt/commands/score_cmd.py", "graphopt/cli.py", "graphopt/compare.py",
+                          "graphopt/modelio.py", *_PROXIES, target="bench-vision-zoo"),
 }
 """Every results file, the command that writes it, and the code it measures."""
 
