@@ -7,6 +7,7 @@ imported IR (each node's registry implementation, in order) and (b) onnxruntime 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -398,3 +399,54 @@ def test_scatter_nd_from_the_dynamo_exporter_loads_and_matches_onnxruntime(tmp_p
     feeds = {"x": x.numpy(), "u": u.numpy()}
     g = assert_matches_ort(m, dict(zip([i.name for i in m.graph.input], feeds.values(), strict=True)))
     np.testing.assert_allclose(to_torch(g)(x, u).detach().numpy(), (Assign()(x, u)).numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize(("strides", "dilations", "pads"), [([1, 1], [1, 1], [0, 0, 0, 0]),
+                                                            ([2, 1], [1, 2], [1, 0, 0, 2])])
+def test_col2im_matches_onnxruntime_imported_reexported_and_as_pytorch(strides, dilations, pads):
+    """Col2Im (torch's ``fold``): overlapping blocks summed, strides, dilations and ONNX's per-end pads."""
+    from graphopt.backends.torch import to_torch
+    from graphopt.ir.cost import node_cost
+
+    h, w, k = 5, 6, [2, 3]
+    ph, pw = h + pads[0] + pads[2], w + pads[1] + pads[3]
+    blocks = [(p - d * (kk - 1) - 1) // s + 1 for p, d, kk, s in zip([ph, pw], dilations, k, strides, strict=True)]
+    x = np.random.default_rng(0).standard_normal((2, 3 * 6, blocks[0] * blocks[1])).astype(np.float32)
+    m = make_model([helper.make_node("Col2Im", ["x", "shape", "block"], ["y"], name="c2i", strides=strides,
+                                     dilations=dilations, pads=pads)],
+                   [vi("x", list(x.shape))], [vi("y", None)], opset=18,
+                   inits=[numpy_helper.from_array(np.array([h, w], np.int64), "shape"),
+                          numpy_helper.from_array(np.array(k, np.int64), "block")])
+    g = assert_matches_ort(m, {"x": x})
+    assert g.nodes[0].op == "col2im" and g.outputs[0].type.shape == (2, 3, h, w)
+    assert node_cost(g.nodes[0]).flops == x.size  # one add per column element
+    np.testing.assert_allclose(to_torch(g)(torch.from_numpy(x)).detach().numpy(), run_ort(m, {"x": x})[0],
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_col2im_from_the_dynamo_exporter_loads_and_matches_onnxruntime(tmp_path: Path):
+    """``F.unfold`` / ``F.fold`` (Hugging Face MobileViTV2's patch folding) exported by torch.onnx's default
+    exporter: the fold is a Col2Im, which graphopt refused (every command of MobileViTV2 exited 2)."""
+
+    class Refold(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            cols = torch.nn.functional.unfold(x, (2, 2), stride=2) * 2
+            return torch.nn.functional.fold(cols, x.shape[-2:], (2, 2), stride=2)
+
+    x = torch.randn(1, 4, 6, 8)
+    path = tmp_path / "refold.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Refold().eval(), (x,), str(path))
+    m = onnx.load(path)
+    assert "Col2Im" in {n.op_type for n in m.graph.node}
+    assert_matches_ort(m, {m.graph.input[0].name: x.numpy()})
+
+
+def test_col2im_with_three_spatial_dims_is_refused_naming_the_op():
+    m = make_model([helper.make_node("Col2Im", ["x", "shape", "block"], ["y"], name="c2i")],
+                   [vi("x", [1, 8, 8])], [vi("y", None)], opset=18,
+                   inits=[numpy_helper.from_array(np.array([3, 3, 3], np.int64), "shape"),
+                          numpy_helper.from_array(np.array([2, 2, 2], np.int64), "block")])
+    with pytest.raises(UnsupportedOpError, match="Col2Im with 3 spatial dims"):
+        load_onnx(m)

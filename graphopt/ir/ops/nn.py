@@ -191,6 +191,32 @@ def global_max_pool(X):
     return X.amax(dim=list(range(2, X.dim())), keepdim=True)
 
 
+def _col2im_flops(node):  # noqa: ANN001, ANN202 - Node -> int | None
+    """Overlapping blocks are summed: one add per input element."""
+    from ..cost import _numel
+
+    return _numel(node.inputs[0].shape) if node.inputs[0] is not None else None
+
+
+@op("col2im", onnx="Col2Im", inputs=[In("input"), In("image_shape", static=True), In("block_shape", static=True)],
+    attrs={"dilations": None, "pads": None, "strides": None}, category="memory", flops=_col2im_flops,
+    onnx_min_opset=18)
+def col2im(input, image_shape, block_shape, *, dilations=None, pads=None, strides=None):
+    """ONNX Col2Im (torch's ``fold``): rearranges ``[N, C * prod(block), L]`` columns of sliding blocks into an
+    ``[N, C, *image_shape]`` image, summing where blocks overlap. Two spatial dims (torch's fold); ONNX's
+    ``pads`` may differ at the two ends (the image is folded padded, then cropped)."""
+    size = [int(s) for s in image_shape]
+    k = [int(s) for s in block_shape]
+    nd = len(size)
+    if nd != 2:
+        raise NotImplementedError(f"Col2Im with {nd} spatial dims: graphopt folds 2-D images only "
+                                  "(torch.nn.functional.fold)")
+    d, s, p = _ints(dilations, nd, 1), _ints(strides, nd, 1), _ints(pads, 2 * nd, 0)
+    padded = [size[i] + p[i] + p[i + nd] for i in range(nd)]
+    out = F.fold(input, padded, k, dilation=d, padding=0, stride=s)
+    return out[..., p[0]:p[0] + size[0], p[1]:p[1] + size[1]]
+
+
 # ------------------------------------------------------------------------------------------------- resampling
 def _resize_coords(n_out, n_in, scale, ctm, device):
     """ONNX Resize: original coordinate of every output index along one axis, in float32 arithmetic with a
