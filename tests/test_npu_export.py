@@ -626,3 +626,52 @@ def test_target_pipeline_leaves_out_fusions_into_ops_the_target_refuses(tmp_path
         warnings.simplefilter("ignore")
         assert head_merges(export_model(src, tmp_path / "gen.onnx", target="generic-npu-int8", calib="random",
                                         latency_runs=0)) == 1
+
+
+class _OversizedPoolHead(nn.Module):
+    """Hugging Face EfficientNet's head: ``AvgPool2d(hidden_dim, ceil_mode=True)``, a kernel (here 32) far larger
+    than the feature map (4x4) that ceil mode turns into one window over the whole map."""
+
+    def __init__(self, pool: str) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.c, self.fc = nn.Conv2d(3, 16, 3, stride=4, padding=1), nn.Linear(16, 10)
+        self.pool = nn.AvgPool2d(32, ceil_mode=True) if pool == "avg" else nn.MaxPool2d(32, ceil_mode=True)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(torch.relu(self.c(x))), 1))
+
+
+@pytest.mark.parametrize("pool", ["avg", "max"])
+def test_pool_window_past_the_input_becomes_a_global_pool(tmp_path, pool):
+    """EfficientNet (Hugging Face) ends in AveragePool(kernel 1280, ceil_mode) on a 7x7 map: past every profile's
+    kernel_max it ran on the host and, priced at its nominal kernel, claimed 89% of the model's FLOPs. A pool
+    whose one window covers the unpadded input is now a global pool (exact: the window holds only input
+    elements), and its cost counts the elements the window covers."""
+    from graphopt.frontends.onnx import load_onnx
+    from graphopt.ir.cost import node_cost
+
+    src = tmp_path / "head.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_OversizedPoolHead(pool).eval(), (torch.randn(1, 3, 16, 16),), str(src), opset_version=17,
+                          dynamo=False)
+    g = load_onnx(str(src))
+    pn = next(n for n in g.nodes if n.op in ("avg_pool", "max_pool"))
+    assert list(pn.attrs["kernel_shape"]) == [32, 32]
+    assert node_cost(pn).flops == 16 * 4 * 4  # one output per channel, over the 4x4 elements its window holds
+    out = tmp_path / "npu.onnx"
+    r = runner.invoke(app, ["export", str(src), "-o", str(out), "--target", "generic-npu-int8", "--calib",
+                            "cifar10-demo", "--calib-samples", "16", "--eval-samples", "32", "--latency-runs", "0",
+                            "--min-agreement", "0"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(report_paths(out)[1].read_text())
+    assert "pool-global" in {w["legalizer"] for w in doc["rewrites"]}
+    if pool == "avg":  # onnxruntime's quantizer has no int8 GlobalMaxPool: that one stays float, on the host
+        assert doc["placement"]["host_nodes"] == [] and doc["placement"]["totals"]["npu"]["flops_share"] == 1.0
+    else:
+        assert [h["constraints"][0]["rule"] for h in doc["placement"]["host_nodes"]] == ["float_fallback"]
+    assert doc["fp32"]["ok"] and doc["fp32"]["max_abs_err"] < 1e-6  # onnxruntime, legalized vs original
+    hist = Counter(n.op_type for n in onnx.load(str(out)).graph.node)
+    assert hist["Global" + ("Average" if pool == "avg" else "Max") + "Pool"] == 1
+    assert "AveragePool" not in hist and "MaxPool" not in hist

@@ -77,10 +77,17 @@ def gemm_flops(node: Node) -> int | None:
 
 
 def pool_flops(node: Node) -> int | None:
+    """One op per output element and window element; a window past the (padded) input counts only the elements
+    it covers (a ceil-mode kernel larger than the map, as in EfficientNet's head, is a global pool)."""
     n_out = _numel(node.outputs[0].shape)
     k = node.attrs.get("kernel_shape")
     if n_out is None or not k:
         return None
+    x = node.inputs[0]
+    xs = x.shape if x is not None else None
+    if xs is not None and len(xs) == len(k) + 2 and all(isinstance(d, int) for d in xs[2:]):
+        p = node.attrs.get("pads") or [0] * (2 * len(k))
+        k = [min(int(kk), xs[2 + i] + int(p[i]) + int(p[i + len(k)])) for i, kk in enumerate(k)]
     return n_out * math.prod(k)
 
 

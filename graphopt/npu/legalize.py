@@ -916,9 +916,21 @@ def _too_big_kernel(profile: Profile) -> Callable[[Node], bool]:
 
 
 def _pool_global_build(b, n: Node) -> Value | None:
-    xs = _static(n.inputs[0])
+    """A pool whose one window covers the whole input is a global pool: a kernel of the input's spatial size, or
+    (ceil_mode) a larger one with a single output position, like Hugging Face EfficientNet's
+    ``AvgPool2d(hidden_dim, ceil_mode=True)`` head (kernel 1280 on a 7x7 map). Without padding the window holds
+    only input elements, so the average divides by their count either way (onnxruntime clips the window to the
+    input)."""
+    xs, ys = _static(n.inputs[0]), _static(n.outputs[0])
     k = n.attrs.get("kernel_shape")
-    if xs is None or k is None or list(k) != list(xs[2:]) or any(_ints(n.attrs.get("pads"), 2 * len(k), 0)):
+    if xs is None or k is None or any(_ints(n.attrs.get("pads"), 2 * len(k), 0)):
+        return None
+    if n.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID", None) \
+            or any(d != 1 for d in _ints(n.attrs.get("dilations"), len(k), 1)):
+        return None
+    exact = list(k) == list(xs[2:])
+    covers = ys is not None and all(o == 1 for o in ys[2:]) and all(a >= x for a, x in zip(k, xs[2:], strict=True))
+    if not (exact or covers):
         return None
     return b.global_avg_pool(n.inputs[0]) if n.op == "avg_pool" else b.global_max_pool(n.inputs[0])
 
