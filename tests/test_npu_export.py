@@ -675,3 +675,44 @@ def test_pool_window_past_the_input_becomes_a_global_pool(tmp_path, pool):
     hist = Counter(n.op_type for n in onnx.load(str(out)).graph.node)
     assert hist["Global" + ("Average" if pool == "avg" else "Max") + "Pool"] == 1
     assert "AveragePool" not in hist and "MaxPool" not in hist
+
+
+def test_a_shared_bias_is_copied_under_a_fresh_name_before_quantization(tmp_path):
+    """onnxruntime's QDQ quantizer copies a bias that several nodes read and names the copy ``<name><n>``,
+    checking only initializer names: torch.onnx's dynamo exporter names every tensor ``val_<n>``, so the copy of
+    ``val_11`` became ``val_117``, an activation's name, and quantize_static failed ("shared mode is not
+    supported for weight"; Hugging Face PoolFormer on ethos-u55-like and edgetpu-like). Here onnxruntime's copy
+    of bias ``v1`` would be ``v10``, the output of a Reshape."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from graphopt.compare import run_model
+    from graphopt.frontends.onnx import load_onnx
+    from graphopt.npu.quantize import quantize_qdq, random_calibration, unshare_biases
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.standard_normal((8, 8, 3, 3)).astype(np.float32), "w2"),
+             numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "v1"),
+             numpy_helper.from_array(np.array([1, 8, 64], np.int64), "s1"),
+             numpy_helper.from_array(np.array([1, 8, 8, 8], np.int64), "s2")]
+    nodes = [helper.make_node("Conv", ["x", "w1", "v1"], ["a"], name="c1", pads=[1, 1, 1, 1]),
+             helper.make_node("Reshape", ["a", "s1"], ["v10"], name="rs1"),
+             helper.make_node("Reshape", ["v10", "s2"], ["r"], name="rs2"),
+             helper.make_node("Conv", ["r", "w2", "v1"], ["y"], name="c2", pads=[1, 1, 1, 1])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 8, 8])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(m, str(tmp_path / "m.onnx"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # random calibration
+        calib = random_calibration(load_onnx(str(tmp_path / "m.onnx")), 16)
+        q = quantize_qdq(m, calib, load_profile("generic-npu-int8"))
+    onnx.checker.check_model(q)
+    assert list(m.graph.node[3].input) == ["r", "w2", "v1"]  # the caller's model is not changed
+    x = calib.feeds[0]["x"]
+    want, got = run_model(m, [x])[0], run_model(q, [x])[0]
+    assert np.abs(got - want).max() < 0.05 * np.abs(want).max()  # int8 follows fp32 (onnxruntime on both)
+    copy = onnx.ModelProto()
+    copy.CopyFrom(m)
+    assert unshare_biases(copy) == 1 and {n.input[2] for n in copy.graph.node if n.op_type == "Conv"} == {
+        "v1", "v1_bias0"}

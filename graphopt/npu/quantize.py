@@ -244,6 +244,49 @@ CALIB_MEMORY_DEFAULT = 256 << 20
 ProgressFn = Callable[[str, "int | None", "int | None"], None]
 
 
+#: op types whose input 2 onnxruntime's QDQ quantizer quantizes as an int32 bias (scale = input x weight scale)
+_BIAS_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "InstanceNormalization", "LayerNormalization",
+                       "BatchNormalization"})
+
+
+def unshare_biases(model: Any) -> int:
+    """Give each node that reads a shared bias initializer its own copy, under a name no tensor has; returns the
+    number of copies made (the model is changed in place).
+
+    A bias's int32 scale depends on the reading node's input scale, so onnxruntime's QDQ quantizer copies a bias
+    that several nodes read, naming the copy ``<name><n>`` after checking only initializer names: in a
+    torch.onnx (dynamo) export, whose tensors are all ``val_<n>``, a copy of ``val_11`` became ``val_117``, the
+    name of an activation, and quantize_static failed ("Quantization parameter shared mode is not supported for
+    weight yet"; Hugging Face PoolFormer's GroupNorms, as InstanceNormalization, on ethos-u55-like and
+    edgetpu-like)."""
+    import onnx
+
+    inits = {t.name: t for t in model.graph.initializer}
+    readers: dict[str, int] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            if i in inits:
+                readers[i] = readers.get(i, 0) + 1
+    taken = set(inits) | {i.name for i in model.graph.input} | {o.name for o in model.graph.output}
+    taken |= {t for n in model.graph.node for t in (*n.input, *n.output)}
+    copies = 0
+    for n in model.graph.node:
+        name = n.input[2] if n.op_type in _BIAS_OPS and len(n.input) > 2 else ""
+        if name not in inits or readers[name] < 2:  # the last reader keeps the original
+            continue
+        k = 0
+        while f"{name}_bias{k}" in taken:
+            k += 1
+        t = onnx.TensorProto()
+        t.CopyFrom(inits[name])
+        t.name = n.input[2] = f"{name}_bias{k}"
+        taken.add(t.name)
+        model.graph.initializer.append(t)
+        readers[name] -= 1
+        copies += 1
+    return copies
+
+
 def quantize_qdq(model: Any, calib: CalibData, profile: Profile, *, max_calib: int = 512,
                  method: str = "entropy", percentile: float = 99.999, float_outputs: bool = True,
                  bias_correction: bool = False, calib_memory: int = CALIB_MEMORY_DEFAULT,
@@ -318,6 +361,11 @@ def quantize_qdq(model: Any, calib: CalibData, profile: Profile, *, max_calib: i
                 if not n.name:
                     n.name = next(c for c in (f"{n.op_type}_{i}", f"{n.op_type}_{i}_q") if c not in taken)
             model = named
+        if any(n.op_type in _BIAS_OPS for n in model.graph.node):
+            unshared = onnx.ModelProto()
+            unshared.CopyFrom(model)
+            if unshare_biases(unshared):
+                model = unshared
         onnx.save(model, str(src))
         import logging
 
