@@ -284,3 +284,25 @@ def test_compute_proxies_falls_back_to_nchw_for_a_model_that_cannot_take_channel
     got = proxies.compute_proxies(net, batch, ["snip", "zen"])
     want = proxies.compute_proxies(net, batch, ["snip", "zen"], channels_last=False)
     assert {k: r.score for k, r in got.items()} == {k: r.score for k, r in want.items()}
+
+
+def test_nwot_reads_a_batch_folded_into_the_leading_dim_per_sample() -> None:
+    """MobileViT unfolds patches by folding the batch into the leading dim ([B, C, H, W] -> [B*32, 2, 2, 2])
+    before its activations: NASWOT's codes are per sample, so each sample's rows are grouped back (the batch is
+    the outermost factor), as if the activation read [B, -1]. It failed with a broadcast error."""
+
+    class Net(nn.Module):
+        def __init__(self, folded: bool) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.folded, self.conv, self.act = folded, nn.Conv2d(3, 4, 3, padding=1), nn.ReLU()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.conv(x)
+            y = y.reshape(x.shape[0] * 9, 2, 2, 4) if self.folded else y.reshape(x.shape[0], -1)
+            return self.act(y).reshape(x.shape[0], -1).sum(1, keepdim=True)
+
+    x, _ = cnn_batch(6)
+    folded = proxies.compute("nwot", Net(True), x)
+    flat = proxies.compute("nwot", Net(False), x)
+    assert math.isfinite(folded.score) and folded.score == pytest.approx(flat.score, rel=1e-9)

@@ -300,3 +300,60 @@ def test_device_option_runs_on_cpu_and_refuses_a_missing_gpu(conv_model):
         assert cpu["synflow"] == auto["synflow"]
         bad = runner.invoke(app, ["score", str(path), "--proxy", "synflow", "--device", "cuda"])
         assert bad.exit_code == 2 and "no CUDA GPU" in bad.output
+
+
+def _bn_onnx(path, shared: bool):
+    """Conv -> BatchNormalization (scale 1, bias 0, mean 0, var 1: a fresh BatchNorm) -> ReLU -> GAP -> Gemm."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal((10, 8)).astype(np.float32), "fc")]
+    names = ["one", "zero", "zero", "one"] if shared else ["scale", "bias", "mean", "var"]
+    for name in dict.fromkeys(names):
+        inits.append(numpy_helper.from_array(np.full(8, 1.0 if name in ("one", "scale", "var") else 0.0,
+                                                     np.float32), name))
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["c", *names], ["bn"]),
+             helper.make_node("Relu", ["bn"], ["r"]), helper.make_node("GlobalAveragePool", ["r"], ["p"]),
+             helper.make_node("Flatten", ["p"], ["f"]), helper.make_node("Gemm", ["f", "fc"], ["y"], transB=1)]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], inits)
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_batch_norm_whose_statistics_share_constants_with_its_affine_scores(tmp_path):
+    """An exporter that deduplicates equal initializers makes a fresh BatchNorm read one tensor as scale and
+    variance and another as bias and mean (LeViT's BatchNorm1d layers from torch.onnx): building the proxies'
+    module looked the shared tensor up on a layer not registered yet, an AttributeError traceback. It scores
+    now, exactly like the same model with four distinct tensors."""
+    got = {}
+    for shared in (True, False):
+        src = _bn_onnx(tmp_path / f"bn_{shared}.onnx", shared)
+        r = runner.invoke(app, ["score", str(src), "--json", "--batch", "8", "--proxy", "synflow,snip,nwot"])
+        assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
+        assert r.exit_code == 0, r.output
+        got[shared] = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got[True] == pytest.approx(got[False], rel=1e-6)
+
+
+def test_fixed_batch_hint_only_when_another_batch_was_fed(monkeypatch):
+    """A shape error at the file's own batch is not the fixed batch's doing: the message no longer tells the user
+    to pass that very batch (issue 22: RepViT failed at --batch 1 and was told to use --batch 1)."""
+    import graphopt.predictors.proxies.passes as pp
+
+    def shape_error(*_a, **_k):
+        raise RuntimeError("size mismatch in some layer")
+
+    monkeypatch.setattr(pp, "compute", shape_error)
+    g = from_torch(conv_net(), (torch.randn(1, 3, 8, 8),))  # batch fixed at 1
+    msgs = {}
+    for n in (1, 4):
+        errors: dict[str, str] = {}
+        pp.score_graph(g, ["grad_norm"], pp.ProxyBatch(torch.randn(n, 3, 8, 8), torch.zeros(n, dtype=torch.long),
+                                                       "test"), errors=errors)
+        msgs[n] = errors["grad_norm"]
+    assert "size mismatch" in msgs[1] and "--batch" not in msgs[1] and "fixed batch" not in msgs[1]
+    assert "fixed batch size" in msgs[4] and "--batch 1" in msgs[4]

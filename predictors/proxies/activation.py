@@ -80,6 +80,9 @@ class NwotHooks:
             a = inp[0].detach()
             if a.dim() == 4 and a.is_contiguous(memory_format=torch.channels_last):
                 a = a.permute(0, 2, 3, 1)  # a free view; the feature order does not change c cᵀ
+            n = self.total_k.shape[0]
+            if a.shape[0] != n and a.numel() % n == 0:
+                a = a.reshape(n, -1)  # the batch folded into the leading dim (MobileViT's unfolding): per sample
             c = (a.reshape(a.shape[0], -1) > 0).float()
             # c cᵀ + (1−c)(1−c)ᵀ = D − r_i − r_j + 2 c cᵀ (one matmul; integer-exact in float32 below 2^24)
             r = c.sum(1, keepdim=True)

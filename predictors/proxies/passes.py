@@ -399,7 +399,11 @@ class GraphProxyNet(nn.Module):
         norm statistics are always buffers: train-mode batch norm updates them in place)."""
         if id(v) in owners and not transpose:  # shared constant: the very same Parameter/buffer object
             oname, oattr = owners[id(v)]
-            t = getattr(getattr(self.layers, oname), oattr)
+            # the owner may be this very layer, not registered yet (a fresh BatchNorm whose exporter merged the
+            # equal scale/variance and bias/mean tensors, LeViT's from torch.onnx)
+            t = getattr(mod if oname == where[0] else getattr(self.layers, oname), oattr)
+            if buffer and isinstance(t, nn.Parameter):  # statistics stay buffers: train mode updates them
+                t = t.detach().clone()
         else:
             arr = np.array(v.const, order="C", copy=True)
             t = torch.from_numpy(arr.T.copy() if transpose else arr)
@@ -709,7 +713,8 @@ def score_graph(
             v = graph.inputs[0]
             dims = _static_dims(v)
             hint = ""
-            if ("shape" in msg or "size" in msg) and dims and isinstance(dims[0], int):
+            if ("shape" in msg or "size" in msg) and dims and isinstance(dims[0], int) \
+                    and batch.inputs.shape[0] != dims[0]:  # at the file's own batch, the batch is not the cause
                 one = "synflow and flops run a single sample, so " if p in ("synflow", "flops") else ""
                 hint = (f" The graph may have a fixed batch size ({v.name}: {v.type}): {one}re-export the model "
                         f"with a dynamic batch dimension (e.g. from_torch(..., dynamic_batch=True))"
