@@ -69,6 +69,10 @@ _AUTOGO = ("graphopt/search/autogo.py", "graphopt/search/evolution.py", "passes/
 _EXPORT = ("graphopt/export.py", "graphopt/npu", "graphopt/backends/onnx.py", "graphopt/frontends/onnx.py",
            "passes")
 _PROXIES = ("predictors/proxies",)
+_REWRITE_PASSES = tuple(sorted(f"passes/{p.name}" for p in (ROOT / "passes").iterdir()
+                               if p.name not in ("autogo", "__pycache__") and (p.suffix == ".py" or p.is_dir())))
+"""The rewrite passes export and score run: ``passes/`` without ``passes/autogo`` (AutoGO's mutations, which only
+``optimize`` uses)."""
 
 BENCHMARKS: dict[str, Benchmark] = {
     "autogo_nb201.json": _b("autogo_nb201.py", "", "passes/autogo/nb201_space.py",
@@ -128,8 +132,9 @@ BENCHMARKS: dict[str, Benchmark] = {
     "scale_out.json": _b("scale_out.py", "", "graphopt/search/evolution.py", "graphopt/search/autogo.py",
                          "graphopt/eval/executors.py", "graphopt/eval/train.py", "graphopt/eval/distill.py",
                          "passes/autogo", target="bench-scale-out"),
-    "vision_zoo.json": _b("vision_zoo.py", "", *_EXPORT, "graphopt/profiles", "graphopt/frontends",
-                          "graphopt/backends", "graphopt/ir", "graphopt/commands/export_cmd.py",
+    "vision_zoo.json": _b("vision_zoo.py", "", "graphopt/export.py", "graphopt/npu", *_REWRITE_PASSES,
+                          "graphopt/profiles", "graphopt/frontends", "graphopt/backends", "graphopt/ir",
+                          "graphopt/pass_manager.py", "graphopt/commands/export_cmd.py",
                           "graphopt/commands/score_cmd.py", "graphopt/cli.py", "graphopt/compare.py",
                           "graphopt/modelio.py", *_PROXIES, target="bench-vision-zoo"),
 }

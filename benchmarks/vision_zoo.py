@@ -264,6 +264,7 @@ def _target_summary(rep: dict[str, Any] | None, out: Path) -> dict[str, Any]:
             "host_nodes": [{"node": h["node"], "op": h["op"], "rules": [c["rule"] for c in h["constraints"]]}
                            for h in (pl.get("host_nodes") or [])][:20],
             "quality": {k: q.get(k) for k in ("metric", "value", "threshold", "passed")} if q else None,
+            "int8_mean_cosine": (rep.get("quantization") or {}).get("mean_cosine"),
             "report_peak_rss_mb": (rep.get("memory") or {}).get("peak_rss_mb"),
             "fp32_check_ok": (rep.get("fp32") or {}).get("ok")}
 
@@ -376,15 +377,17 @@ CMD_COLS = ["inspect", "convert", "export", *[f"export:{t}" for t in PROFILES], 
 
 
 def cell(r: dict[str, Any]) -> str:
-    """``ok``; ``ok 97%`` (share of FLOPs on the NPU); ``gate 35%`` (int8 refused by the quality gate, with the
-    int8/fp32 top-1 agreement or cosine); ``exit N``; ``TRACEBACK``."""
+    """``ok``; ``ok 97%`` (share of FLOPs on the NPU); ``gate 35% cos0.71`` (int8 refused by the quality gate: the
+    int8/fp32 top-1 agreement and mean cosine); ``exit N``; ``TRACEBACK``."""
     if r.get("traceback"):
         return "TRACEBACK"
     share = f" {r['npu_flops_share']:.0%}" if r.get("npu_flops_share") is not None else ""
     if r["rc"] == 3 and r.get("status") == "quality-failed":
         q = r.get("quality") or {}
         v = q.get("value")
-        return "gate " + ("?" if v is None else f"{v:.1%}" if q.get("metric") == "top1_agreement" else f"cos{v:.2f}")
+        cos = r.get("int8_mean_cosine")
+        return "gate " + ("?" if v is None else f"{v:.0%}" if q.get("metric") == "top1_agreement" else f"cos{v:.2f}") \
+            + (f" cos{cos:.2f}" if cos is not None and q.get("metric") == "top1_agreement" else "")
     if r["rc"] != 0:
         return f"exit {r['rc']}"
     return "ok" + share
