@@ -3,8 +3,9 @@
 The IR uses opset-18 forms; the ONNX backend writes the older attribute/input forms of ops that merely changed
 signature (Reduce* axes, Split, Squeeze, Clip...). This pass handles ops that do not *exist* in opset N: each is
 replaced by its decomposition (``gelu`` below 20, ``layer_norm`` below 17, ``group_norm`` below 21, ``mish`` below
-18, ``hard_swish`` below 14, ``attention`` below 23). An op with neither is an error naming the nodes. The target
-opset is recorded in ``graph.meta["opset"]`` for the exporter and later passes.
+18, ``hard_swish`` below 14, ``attention`` below 23, ``col2im`` of non-overlapping blocks below 18). An op with
+neither is an error naming the nodes. The target opset is recorded in ``graph.meta["opset"]`` for the exporter and
+later passes.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ DECOMPOSITIONS: dict[str, str] = {
     "mish": "decompose-mish",
     "hard_swish": "decompose-hard-swish",
     "attention": "decompose-attention",
+    "col2im": "decompose-col2im",
 }
 """IR op -> the pass that rewrites it into ops of older opsets."""
 

@@ -450,3 +450,28 @@ def test_col2im_with_three_spatial_dims_is_refused_naming_the_op():
                           numpy_helper.from_array(np.array([2, 2, 2], np.int64), "block")])
     with pytest.raises(UnsupportedOpError, match="Col2Im with 3 spatial dims"):
         load_onnx(m)
+
+
+def test_col2im_of_tiling_blocks_is_decomposed_below_opset_18():
+    """ethos-u55-like and edgetpu-like export at opset 17, which has no Col2Im (MobileViTV2 exited 2 there): blocks
+    that tile the image (MobileViTV2's patch folding) become Reshape, Transpose, Reshape, exact against
+    onnxruntime; overlapping blocks, which sum, are refused naming the node."""
+    from graphopt.pass_api import PassError, get_pass
+
+    def model(strides: list[int]) -> onnx.ModelProto:
+        cols = ((4 - 2) // strides[0] + 1) * ((6 - 2) // strides[1] + 1)
+        return make_model([helper.make_node("Col2Im", ["x", "shape", "block"], ["y"], name="c2i", strides=strides)],
+                          [vi("x", [2, 3 * 4, cols])], [vi("y", None)], opset=18,
+                          inits=[numpy_helper.from_array(np.array([4, 6], np.int64), "shape"),
+                                 numpy_helper.from_array(np.array([2, 2], np.int64), "block")])
+
+    m = model([2, 2])
+    x = np.random.default_rng(0).standard_normal((2, 12, 6)).astype(np.float32)
+    g = load_onnx(m)
+    get_pass("convert-opset")(g, opset=17)
+    assert {n.op for n in g.nodes} == {"reshape", "transpose"}
+    out = to_onnx(g, opset=17)
+    onnx.checker.check_model(out, full_check=True)
+    np.testing.assert_array_equal(run_ort(out, {"x": x})[0], run_ort(m, {"x": x})[0])
+    with pytest.raises(PassError, match="could not rewrite col2im nodes c2i"):
+        get_pass("convert-opset")(load_onnx(model([1, 1])), opset=17)
