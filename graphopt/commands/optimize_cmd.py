@@ -86,6 +86,10 @@ def register(app: typer.Typer) -> None:
         = 0.1,
         segments: Annotated[Path | None, typer.Option(help="Segment database (default: the shipped one).")] = None,
         seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+        shrink_share: Annotated[float | None, typer.Option(
+            help="Share of mutations that remove the least important inner channels of a conv chain, keeping the "
+                 "trained weights of the rest (default 0.5 with distill/finetune, 0 with scratch); the others "
+                 "replace segments (AutoGO).")] = None,
         workers: Annotated[int, typer.Option(help="Candidates scored at once, one thread each. 1 (default): one "
                                                   "at a time in this process; N: N worker processes (--executor "
                                                   "local); with --executor ray: caps the cluster's CPUs, and sizes "
@@ -142,7 +146,8 @@ def register(app: typer.Typer) -> None:
                              segments_db=str(segments) if segments else None, target=target,
                              ponas_oversample=ponas_oversample, recipe=recipe, lr=lr, distill_steps=distill_steps,
                              device=device, val_fraction=val_fraction, max_drop=max_drop / 100, workers=workers,
-                             executor=executor, address=address, sync_generations=sync_generations)
+                             executor=executor, address=address, sync_generations=sync_generations,
+                             shrink_share=shrink_share)
         if resume:
             cfg_file = run_dir / "config.json"
             if cfg_file.exists():

@@ -86,6 +86,8 @@ def _same_node(n: Node, t: Node | None) -> bool:
         return False
     if [o.name for o in t.outputs] != [o.name for o in n.outputs]:
         return False
+    if [o.shape for o in t.outputs] != [o.shape for o in n.outputs]:
+        return False  # e.g. an activation between a shrunk conv and the next: part of the replaced chain
     for a, b in zip(n.inputs, t.inputs, strict=True):
         if _in_key(a) != _in_key(b):
             return False
@@ -177,6 +179,12 @@ def write_back(graph: Graph, module: torch.nn.Module) -> int:
     return n
 
 
+INHERITED_LR_SCALE = 0.1
+"""A region that already reproduces its target better than its mean does (normalized error < 1 at the first
+batch: weights carried over, e.g. a shrunk block) is refined at this fraction of ``lr``; a fresh one gets ``lr``.
+Chosen on the demo's validation split: two shrunk ResNet-20 blocks (-25% of layer2.1, -50% of layer3.1), 240
+steps, validation .874/.858 at 1e-2, .882/.864 at 1e-3, .880/.858 at 3e-4 (original .880)."""
+
 CACHE_MB = 256.0
 """Memory for cached teacher activations (:func:`distill_regions`); fewer batches are cached when they need more."""
 
@@ -210,8 +218,7 @@ def distill_regions(teacher: Graph, child: Graph, data: ArrayDataset, *, steps: 
         out_names = [v.name for v in b_out]
         order = [out_names.index(o) for o in r.outputs]
         students.append((sub, to_torch(sub).to(device).train(), in_names, order, r))
-    params = [p for _, m, *_ in students for p in m.parameters() if p.is_floating_point()]
-    opt = torch.optim.Adam(params, lr=lr) if params else None
+    opt = None  # built after the first batch, when each region's starting error is known
     loader = BatchLoader(data, batch_size, shuffle=True, augment=False, seed=seed, drop_last=len(data) >= batch_size)
     it = iter(loader)
     pos = {n: i for i, n in enumerate(wanted)}
@@ -240,13 +247,22 @@ def distill_regions(teacher: Graph, child: Graph, data: ArrayDataset, *, steps: 
         else:
             acts = cache[step % len(cache)]
         losses = []
+        per_region = []
         for _, m, in_names, order, r in students:
+            n_before = len(losses)
             out = m(*[acts[pos[n]] for n in in_names])
             out = out if isinstance(out, list | tuple) else (out,)
             for k, tname in zip(order, r.teacher_outputs, strict=True):
                 target = acts[pos[tname]].float()
                 losses.append(F.mse_loss(out[k].float(), target) / target.var().clamp_min(1e-8))
+            if step == 0:
+                per_region.append(float(torch.stack(losses[n_before:]).mean().detach()))
         loss = torch.stack(losses).mean()
+        if step == 0:
+            groups = [{"params": ps, "lr": lr if err0 >= 1.0 else lr * INHERITED_LR_SCALE}
+                      for (_, m, *_), err0 in zip(students, per_region, strict=True)
+                      if (ps := [p for p in m.parameters() if p.is_floating_point()])]
+            opt = torch.optim.Adam(groups, lr=lr) if groups else None
         lv = float(loss.detach())
         if not math.isfinite(lv):
             break

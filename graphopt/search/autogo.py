@@ -103,6 +103,10 @@ class OptimizeConfig:
     executor: str = "local"  # local (worker processes on this machine) | ray (a Ray cluster)
     address: str | None = None  # executor "ray": "auto" or HOST:PORT of a running cluster; None: a local instance
     sync_generations: bool = False  # parallel: wait for each iteration's candidates (the serial run's candidates)
+    # share of mutations that shrink a conv chain's inner channels keeping the trained weights
+    # (passes/autogo/shrink.py); the rest are AutoGO segment mutations. None: 0.5 for distill and finetune,
+    # 0 for scratch (the AutoGO paper's protocol mutates segments only)
+    shrink_share: float | None = None
 
     def __post_init__(self) -> None:
         # checked here, not in optimize(): the CLI writes the run's config.json before the search starts
@@ -122,6 +126,8 @@ class OptimizeConfig:
         if not 0 <= self.max_drop < 1:
             raise GraphoptError(f"max_drop={self.max_drop}: a drop in validation accuracy as a fraction (0.005 = "
                                 f"half a point)")
+        if self.shrink_share is not None and not 0 <= self.shrink_share <= 1:
+            raise GraphoptError(f"shrink_share={self.shrink_share}: a share of mutations in [0, 1]")
         if not 0 < self.val_fraction < 1:
             raise GraphoptError(f"val_fraction={self.val_fraction}: must be in (0, 1)")
         if self.executor not in ("local", "ray"):
@@ -144,6 +150,12 @@ class OptimizeConfig:
         if "cost_window" in d:
             d["cost_window"] = tuple(d["cost_window"])
         return cls(**d)
+
+    @property
+    def resolved_shrink_share(self) -> float:
+        if self.shrink_share is not None:
+            return float(self.shrink_share)
+        return 0.0 if self.recipe == "scratch" else 0.5
 
     @property
     def resolved_lr(self) -> float:
@@ -527,13 +539,19 @@ def _scoring_job(executor, cfg: OptimizeConfig, splits, teacher: Graph | None, s
     return ScoreJob(cfg.to_json(), data, teacher_ref, proxy)
 
 
-def _mutator(db_path: str | None) -> Callable[[Graph, random.Random], tuple[Graph, list[Any]] | None]:
+def _mutator(db_path: str | None, shrink_share: float = 0.0
+             ) -> Callable[[Graph, random.Random], tuple[Graph, list[Any]] | None]:
+    """A mutation function for the evolution: with probability ``shrink_share`` a channel-shrinking mutation
+    (weights kept), otherwise (or where the graph has no prunable chain) an AutoGO segment mutation."""
     from graphopt.passes.autogo import load_default_db, mutate
+    from graphopt.passes.autogo.shrink import shrink_mutate
 
     db, vocab = load_default_db(db_path)
 
     def fn(graph: Graph, rng: random.Random):
-        m = mutate(graph, db, vocab, rng)
+        m = shrink_mutate(graph, rng) if shrink_share > 0 and rng.random() < shrink_share else None
+        if m is None:
+            m = mutate(graph, db, vocab, rng)
         if m is None or getattr(m, "graph", None) is None:
             return None
         return m.graph, [m.lineage if hasattr(m, "lineage") else {}]
@@ -628,7 +646,8 @@ def _optimize(graph: Graph, out_dir: str | Path, cfg: OptimizeConfig, *, run_dir
                          distill_steps=4 * cfg.distill_steps if cfg.recipe == "distill" else 0)
     plan.step_s_prior = step_s_prior  # so that a proxy/psc search plans its final phase too
     evo = ParetoEvolution(
-        mutate=_mutator(cfg.segments_db), score=score, cost=cost, store=store, run_dir=run_dir,
+        mutate=_mutator(cfg.segments_db, cfg.resolved_shrink_share), score=score, cost=cost, store=store,
+        run_dir=run_dir,
         config=EvolutionConfig(iterations=cfg.iterations, parents_per_iter=cfg.parents_per_iter,
                                mutants_per_parent=cfg.mutants_per_parent, cost_window=cfg.cost_window,
                                budget_seconds=cfg.budget_seconds, seed=cfg.seed),
