@@ -28,7 +28,7 @@ test: install
 
 demo: install
 	$(VENV)/bin/graphopt optimize graphopt/data/demo_resnet.onnx --data cifar10-demo --val-fraction 0.25 \
-		--cost-window 1.0 --score-steps 20 --distill-steps 30 --final-k 2 --budget 270s -o out/demo
+		--cost-window 1.0 --score-steps 20 --distill-steps 60 --final-k 2 --budget 270s -o out/demo
 	@echo "open out/demo/report.html for the Pareto plot, the candidates and the rewritten segments"
 
 lint: install

@@ -154,6 +154,11 @@ STALE_ALLOWED: dict[str, str] = {
                              "`previous_tse_50archs`; a single fresh invocation takes about 2 h",
     "tfmas_design.json": "reads the TF-MAS accuracies of estimators_nb201.json (itself stale) and a JSONL cache of "
                          "its design-set trainings; re-run after estimators_nb201",
+    "supernet.json": "figures from --quick smoke runs (never quoted); the full protocol that issue 26 asks for "
+                     "(a supernet that learns on CPU, 3 seeds per method, ~1-2 h) has not been run yet",
+    "scale_out.json": "measured at load average 5.6-7.4 (a training held one of the 2 cores), before the "
+                      "channel-shrinking mutation and the distillation cache changed what a candidate costs; "
+                      "its throughput figures need a quiet machine: re-run with `make bench-scale-out`",
     "ponas_mutants.json": "44 min on 2 idle cores over the cached ResNet-20 mutants of the autogo_cifar10 run; "
                           "written before provenance existed",
 }
