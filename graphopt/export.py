@@ -186,6 +186,9 @@ def export_model(
         original = onnx.load(str(model), load_external_data=False)
         rep.ops_before = onnx_histogram(original)
         rep.nodes_before = len(original.graph.node)
+        if profile is None and opset is None:  # keep a newer file's ops: at 18, Gelu (opset 20) is 5 nodes
+            own = max((o.version for o in original.opset_import if o.domain in ("", "ai.onnx")), default=18)
+            export_opset = rep.opset = max(18, min(23, int(own)))
     else:
         rep.ops_before = _ir_histogram(graph)
 

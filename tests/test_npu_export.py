@@ -716,3 +716,30 @@ def test_a_shared_bias_is_copied_under_a_fresh_name_before_quantization(tmp_path
     copy.CopyFrom(m)
     assert unshare_biases(copy) == 1 and {n.input[2] for n in copy.graph.node if n.op_type == "Conv"} == {
         "v1", "v1_bias0"}
+
+
+def test_default_export_keeps_the_input_files_newer_opset(tmp_path):
+    """torch.onnx's default exporter writes opset 20 with Gelu ops; graphopt exported at 18 by default and
+    decomposed each Gelu into 5 nodes (Hugging Face ConvNeXt 63 -> 75 nodes, FocalNet 171 -> 234, where onnxslim
+    keeps 67 and 179). Without --opset the export now keeps the file's own opset (18..23); --opset 18 still
+    decomposes."""
+    from graphopt.compare import run_model
+
+    src = tmp_path / "gelu.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_MlpGelu().eval(), (torch.randn(1, 16),), str(src))
+    m = onnx.load(str(src))
+    own = max(o.version for o in m.opset_import if o.domain in ("", "ai.onnx"))
+    assert own >= 20 and "Gelu" in {n.op_type for n in m.graph.node}
+    x = np.random.default_rng(0).standard_normal((1, 16)).astype(np.float32)
+    want = run_model(m, [x])[0]
+    for extra, opset, gelu in (([], own, True), (["--opset", "18"], 18, False)):
+        out = tmp_path / f"out{opset}.onnx"
+        r = runner.invoke(app, ["export", str(src), "-o", str(out), "--latency-runs", "0", *extra])
+        assert r.exit_code == 0, r.output
+        e = onnx.load(str(out))
+        assert max(o.version for o in e.opset_import if o.domain in ("", "ai.onnx")) == opset
+        assert ("Gelu" in {n.op_type for n in e.graph.node}) is gelu
+        assert len(e.graph.node) <= len(m.graph.node) or not gelu
+        np.testing.assert_allclose(run_model(e, [x])[0], want, rtol=1e-5, atol=1e-6)

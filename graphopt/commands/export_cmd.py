@@ -37,7 +37,8 @@ def register(app: typer.Typer) -> None:
                                                        "cifar10-demo, an image folder, an .npz (one array per "
                                                        "input, or x [+ y]), or 'random' (warned).")] = None,
         input_shape: InputShape = None,
-        opset: Annotated[int | None, typer.Option(help="ONNX opset (default 18, clamped into the target's "
+        opset: Annotated[int | None, typer.Option(help="ONNX opset (default 18, or an .onnx input's own opset "
+                                                       "when newer, up to 23; clamped into the target's "
                                                        "range).")] = None,
         strict: Annotated[bool, typer.Option("--strict", help="Refuse (exit 3, report only) when any node would "
                                              "run on the host instead of the target. Default: write the model with "
