@@ -46,7 +46,8 @@ ZOO = ("resnet20", "resnet56", "resnet18", "mobilenetv2", "efficientnet_b0", "vi
 
 
 def _register() -> None:
-    """Register latency.json for this process if benchmarks/_results.py does not list it yet."""
+    """Register latency.json for this process if benchmarks/_results.py does not list it yet (it does; kept for
+    running this script from an older checkout)."""
     if "latency.json" not in _results.BENCHMARKS:
         _results.BENCHMARKS["latency.json"] = _results.Benchmark("python benchmarks/latency.py", (
             "benchmarks/latency.py", *MODULES), "make bench-latency")
