@@ -36,21 +36,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _results  # noqa: E402
 from _results import Run  # noqa: E402
 
 MODULES = ("predictors/latency", "graphopt/commands/latency_cmd.py", "predictors/nb201_dataset.py",
            "predictors/gnn_features.py", "graphopt/npu/latency.py", "graphopt/profiles/edgetpu-like.toml")
 ZOO = ("resnet20", "resnet56", "resnet18", "mobilenetv2", "efficientnet_b0", "vit_tiny", "convnext_tiny_cifar",
        "bert_tiny", "mamba2_tiny", "hrnet_lite", "nb201")
-
-
-def _register() -> None:
-    """Register latency.json for this process if benchmarks/_results.py does not list it yet (it does; kept for
-    running this script from an older checkout)."""
-    if "latency.json" not in _results.BENCHMARKS:
-        _results.BENCHMARKS["latency.json"] = _results.Benchmark("python benchmarks/latency.py", (
-            "benchmarks/latency.py", *MODULES), "make bench-latency")
 
 
 # --------------------------------------------------------------------------------------------------- HW-NAS
@@ -311,7 +302,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="smoke run: few models and networks")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
-    _register()
     run = Run.start("latency.json", argv=None if argv is None else [__file__, *argv], quick=args.quick)
 
     def log(s: str) -> None:
