@@ -159,6 +159,10 @@ STALE_ALLOWED: dict[str, str] = {
     "scale_out.json": "measured at load average 5.6-7.4 (a training held one of the 2 cores), before the "
                       "channel-shrinking mutation and the distillation cache changed what a candidate costs; "
                       "its throughput figures need a quiet machine: re-run with `make bench-scale-out`",
+    "export.json": "re-run this session (25 min under load), then the vision-zoo fixes to export, legalize and "
+                   "quantize landed (Col2Im, global pools, shared biases); re-run with `make bench-export`",
+    "npu_coverage.json": "re-run this session, then the vision-zoo fixes to export, legalize and quantize landed; "
+                         "re-run with `make bench-npu-coverage`",
     "ponas_mutants.json": "44 min on 2 idle cores over the cached ResNet-20 mutants of the autogo_cifar10 run; "
                           "written before provenance existed",
 }
