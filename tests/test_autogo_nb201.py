@@ -4,13 +4,12 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from benchmod import benchmark_module
 from graphopt.passes.autogo.nb201_space import (
     NB201Space,
     NotNB201,
@@ -38,14 +37,8 @@ def space() -> NB201Space:
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("autogo_nb201_bench", ROOT / "benchmarks" / "autogo_nb201.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses resolve annotations through sys.modules
-    try:
-        spec.loader.exec_module(mod)
+    with benchmark_module("autogo_nb201.py", "autogo_nb201_bench") as mod:
         yield mod
-    finally:
-        sys.modules.pop(spec.name, None)
 
 
 def _same_features(a: Graph, b: Graph) -> bool:

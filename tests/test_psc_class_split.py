@@ -3,12 +3,11 @@ no architecture with an equivalent effective cell) is on two sides of the split.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from benchmod import benchmark_module
 from graphopt.predictors.gnn_features import PackedGraphs, default_op_vocab, raw_features
 from graphopt.predictors.nb201_dataset import DEFAULT_LABELS, build_nb201_ir, load_nb201_labels
 
@@ -17,15 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("psc_nb201_bench", ROOT / "benchmarks" / "psc_nb201.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    try:
-        spec.loader.exec_module(mod)
+    with benchmark_module("psc_nb201.py", "psc_nb201_bench") as mod:
         yield mod
-    finally:
-        sys.modules.pop(spec.name, None)
 
 
 # (a, b): the same effective cell written two ways

@@ -4,11 +4,10 @@ loses nothing: one trial per phase (scoring, inside a commit's transaction, fina
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+from benchmod import benchmark_module
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -17,15 +16,8 @@ pytestmark = pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="n
 
 @pytest.fixture(scope="module")
 def rel():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("reliability_bench", ROOT / "benchmarks" / "reliability.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    try:
-        spec.loader.exec_module(mod)
+    with benchmark_module("reliability.py", "reliability_bench") as mod:
         yield mod
-    finally:
-        sys.modules.pop(spec.name, None)
 
 
 def test_plan_kills_only_after_three_commits(rel):
