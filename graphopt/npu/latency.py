@@ -62,6 +62,19 @@ def _accepted(node: Node, profile: Profile) -> bool:
     return opdef.onnx is not None and profile.allows(opdef.onnx)
 
 
+def channel_utilization(node: Node, category: str, profile: Profile) -> float:
+    """Share of the MAC array a conv/matmul keeps busy: its output channels over the channels rounded up to the
+    profile's ``channel_alignment`` (1.0 when unknown or unaligned profiles)."""
+    out = node.outputs[0].type
+    if out is None or not out.shape or len(out.shape) < 2 or profile.channel_alignment <= 1:
+        return 1.0
+    ch = out.shape[1] if category == "conv" else out.shape[-1]
+    if not isinstance(ch, int) or ch <= 0:
+        return 1.0
+    a = profile.channel_alignment
+    return ch / (-(-ch // a) * a)
+
+
 def node_latency_us(node: Node, profile: Profile, on_npu: bool | None = None) -> tuple[float, bool]:
     """(estimated microseconds, runs on the NPU) for one node of a statically shaped graph. ``on_npu`` overrides
     where it runs (a placement that sends a node with a violated limit to the host); by default a node runs on
@@ -81,13 +94,7 @@ def node_latency_us(node: Node, profile: Profile, on_npu: bool | None = None) ->
     if opdef.category in _FREE:
         return 0.0, True
     if opdef.category in ("conv", "matmul"):
-        out = node.outputs[0].type
-        util = 1.0
-        if out is not None and out.shape and len(out.shape) >= 2 and profile.channel_alignment > 1:
-            ch = out.shape[1] if opdef.category == "conv" else out.shape[-1]
-            if isinstance(ch, int) and ch > 0:
-                a = profile.channel_alignment
-                util = ch / (-(-ch // a) * a)
+        util = channel_utilization(node, opdef.category, profile)
         compute_s = (flops / 2) / (perf.macs_per_cycle * clock * util)
     else:
         elems = sum(_numel(o.type.shape) for o in node.outputs if o.type is not None and o.type.shape is not None)

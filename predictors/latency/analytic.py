@@ -39,6 +39,7 @@ class RooflineTerms:
 def roofline_terms(graphs: list[Graph], profile) -> RooflineTerms:
     from graphopt.ir.cost import node_cost
     from graphopt.ir.registry import get_op
+    from graphopt.npu.latency import channel_utilization
 
     itemsize = _DTYPE_BYTES.get(profile.activation_dtype, 4)
     net, cls, work, nb = [], [], [], []
@@ -57,14 +58,7 @@ def roofline_terms(graphs: list[Graph], profile) -> RooflineTerms:
             elif opdef.category in _FREE:
                 c, w = FREE, 0.0
             elif opdef.category in ("conv", "matmul"):
-                out = n.outputs[0].type
-                util = 1.0
-                if out is not None and out.shape and len(out.shape) >= 2 and profile.channel_alignment > 1:
-                    ch = out.shape[1] if opdef.category == "conv" else out.shape[-1]
-                    if isinstance(ch, int) and ch > 0:
-                        a = profile.channel_alignment
-                        util = ch / (-(-ch // a) * a)
-                c, w = MAC, (flops / 2) / util
+                c, w = MAC, (flops / 2) / channel_utilization(n, opdef.category, profile)
             else:
                 c, w = VEC, float(sum(_numel(o.type.shape) for o in n.outputs
                                       if o.type is not None and o.type.shape is not None))
