@@ -544,12 +544,14 @@ def _mutator(db_path: str | None, shrink_share: float = 0.0
     """A mutation function for the evolution: with probability ``shrink_share`` a channel-shrinking mutation
     (weights kept), otherwise (or where the graph has no prunable chain) an AutoGO segment mutation."""
     from graphopt.passes.autogo import load_default_db, mutate
-    from graphopt.passes.autogo.shrink import shrink_mutate
+    from graphopt.passes.autogo.shrink import shrink_chains, shrink_mutate
 
     db, vocab = load_default_db(db_path)
 
     def fn(graph: Graph, rng: random.Random):
-        m = shrink_mutate(graph, rng) if shrink_share > 0 and rng.random() < shrink_share else None
+        # the draw only where a chain can shrink: a graph without one keeps the segment mutations' random stream
+        shrink = shrink_share > 0 and bool(shrink_chains(graph)) and rng.random() < shrink_share
+        m = shrink_mutate(graph, rng) if shrink else None
         if m is None:
             m = mutate(graph, db, vocab, rng)
         if m is None or getattr(m, "graph", None) is None:
