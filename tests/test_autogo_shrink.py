@@ -82,3 +82,28 @@ def test_distillation_refines_a_shrunk_chain_from_its_kept_weights(graph):
     rep = distill_regions(graph, child, data, steps=60, batch_size=32, cache_batches=4)
     assert rep.regions == 1 and rep.error_before < 1.0
     assert rep.error_after < 0.8 * rep.error_before
+
+
+def test_one_mutation_may_shrink_several_chains_each_its_own_region(graph):
+    m = shrink_mutate(graph, np.random.default_rng(0), ratios=(0.25,), spread=(4,))
+    assert m is not None and len(m.mutation.source_segments) == 4
+    regions = replaced_regions(graph, m.graph)
+    assert sorted(r.nodes for r in regions) == sorted(m.mutation.source_segments)
+    cut = 1 - m.mutation.flops_after / m.mutation.flops_before
+    assert 0.08 < cut < 0.2  # four of 19 convs lose a quarter of their inputs, four a quarter of their filters
+    x = torch.randn(2, 3, 32, 32)
+    assert to_torch(m.graph).eval()(x).shape == (2, 10)
+
+
+def test_overlapping_chains_of_a_plain_conv_stack_shrink_together():
+    """conv -> relu -> conv -> relu -> conv: the middle conv ends one chain and starts the next."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(),
+                              torch.nn.Conv2d(16, 16, 3, padding=1), torch.nn.ReLU(),
+                              torch.nn.Conv2d(16, 8, 3, padding=1)).eval()
+    g = from_torch(net, (torch.zeros(2, 3, 8, 8),), dynamic_batch=True)
+    assert len(shrink_chains(g)) == 2
+    m = shrink_mutate(g, np.random.default_rng(0), ratios=(0.5,), spread=(2,))
+    convs = [n for n in m.graph.nodes if n.op == "conv"]
+    assert [c.inputs[1].const.shape[:2] for c in convs] == [(8, 3), (8, 8), (8, 8)]
+    assert to_torch(m.graph).eval()(torch.randn(2, 3, 8, 8)).shape == (2, 8, 8, 8)

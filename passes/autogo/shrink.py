@@ -35,6 +35,13 @@ from .mutate import Mutant, Mutation, _numpy_rng, _per_sample_flops
 RATIOS = (0.125, 0.25, 0.5)
 """Shares of a chain's inner channels one mutation removes (drawn uniformly)."""
 
+SPREAD = (1, 2, 4)
+"""How many chains one mutation shrinks at the drawn ratio (drawn uniformly, capped at the chains there are).
+Why more than one: one chain of a 19-conv ResNet-20 is ~5% of its FLOPs, so a 20% cut needs four compounding
+generations of single-chain mutations, each distilled and scored; a search of a few hundred candidates reaches
+it only when a mutation may take several steps at once. Several chains at one ratio is the uniform magnitude
+pruning of Li et al. (2017) restricted to a random subset of blocks, which the search then compares."""
+
 
 def _only_user(v: Value) -> Node | None:
     users = v.users
@@ -130,24 +137,32 @@ def shrink_chain(graph: Graph, chain_names: list[str], ratio: float, tag: str) -
                "ratio": float(ratio)}
 
 
-def shrink_mutate(graph: Graph, rng=None, ratios: tuple[float, ...] = RATIOS) -> Mutant | None:
-    """One channel-shrinking mutation of a random prunable chain of ``graph``; None when there is none."""
+def shrink_mutate(graph: Graph, rng=None, ratios: tuple[float, ...] = RATIOS,
+                  spread: tuple[int, ...] = SPREAD) -> Mutant | None:
+    """One channel-shrinking mutation of ``graph``: a random ratio applied to a random set of its prunable chains
+    (how many: drawn from ``spread``); None when no chain can shrink."""
     rng = _numpy_rng(rng)
     chains = [ch for ch in shrink_chains(graph) if _kept(ch[0].inputs[1].const.shape[0], min(ratios))
               < ch[0].inputs[1].const.shape[0]]
     if not chains:
         return None
-    chain = chains[int(rng.integers(len(chains)))]
+    k = min(len(chains), int(spread[int(rng.integers(len(spread)))]))
+    picked = sorted(int(i) for i in rng.choice(len(chains), size=k, replace=False))
     ratio = float(ratios[int(rng.integers(len(ratios)))])
     tag_k = int(graph.meta.get("autogo_mutations", 0)) + 1
     tag = f"autogo{tag_k}"
     before = sum(_per_sample_flops(graph).values())
-    names = [n.name for n in chain]
-    g, info = shrink_chain(graph, names, ratio, tag)
+    g, fits, segments = graph, [], []
+    for i in picked:
+        names = [n.name for n in chains[i]]
+        # chains are found again by name: a chain may end in the conv that starts the next (a plain conv stack)
+        g, info = shrink_chain(g, names, ratio, tag)
+        fits.append(f"{info['channels_before']}->{info['channels_after']}")
+        segments.append(names)
     g.meta["autogo_mutations"] = tag_k
-    rec = Mutation(tag=tag, source_nodes=names, source_segments=[names], selection="shrink-channels",
-                   db_segment=-1, db_ops=[n.op for n in chain],
-                   fit=f"shrink {info['channels_before']}->{info['channels_after']} channels", new_nodes=names,
-                   carried=names, flops_before=before,
+    names = list(dict.fromkeys(n for seg in segments for n in seg))
+    rec = Mutation(tag=tag, source_nodes=names, source_segments=segments, selection="shrink-channels",
+                   db_segment=-1, db_ops=[n.op for ch in (chains[i] for i in picked) for n in ch],
+                   fit=f"shrink {', '.join(fits)} channels", new_nodes=names, carried=names, flops_before=before,
                    flops_after=sum(_per_sample_flops(g).values()))
     return Mutant(g, rec)
