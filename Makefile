@@ -13,7 +13,7 @@ EXTRAS ?= dev,bench,ray
 PYTEST_ARGS ?=
 JOBS ?= 2
 
-.PHONY: install test demo lint bench clean bench-optimize-trained bench-latency bench-scale-out bench-autogo-nb201 bench-psc-nb201 bench-export bench-export-int8 bench-eval bench-eval-executor-overhead bench-reliability bench-npu-coverage bench-roundtrip bench-supernet bench-autogo-mining bench-autogo-mutation-zoo bench-synflow-nb201 bench-estimators-nb201 bench-tfmas-design bench-ponas-mutants bench-autogo-cifar10 bench-autogo-cifar10-window1 bench-autogo-cifar10-mobilenetv2 bench-autogo-cifar10-inherit-trained bench-vision-zoo
+.PHONY: install test demo lint lint-imports bench clean bench-optimize-trained bench-latency bench-scale-out bench-autogo-nb201 bench-psc-nb201 bench-export bench-export-int8 bench-eval bench-eval-executor-overhead bench-reliability bench-npu-coverage bench-roundtrip bench-supernet bench-autogo-mining bench-autogo-mutation-zoo bench-synflow-nb201 bench-estimators-nb201 bench-tfmas-design bench-ponas-mutants bench-autogo-cifar10 bench-autogo-cifar10-window1 bench-autogo-cifar10-mobilenetv2 bench-autogo-cifar10-inherit-trained bench-vision-zoo
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ demo: install
 
 lint: install
 	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q tests/test_import_layers.py
+
+lint-imports: install
+	$(PY) -m pytest -q tests/test_import_layers.py
 
 # One command per results file (benchmarks/_results.py registers each file's command and measured modules;
 # tests/test_benchmark_results.py fails when a file is stale). `make bench` re-runs the ones that take under

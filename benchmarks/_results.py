@@ -88,7 +88,7 @@ BENCHMARKS: dict[str, Benchmark] = {
                                       target="bench-eval-executor-overhead"),
     "reliability.json": _b("reliability.py", "", "graphopt/eval/store.py", "graphopt/search/evolution.py",
                            "graphopt/frontends/onnx.py", "graphopt/ir/serialize.py", "graphopt/modelio.py",
-                           "graphopt/limits.py", "tests/fuzz/test_fuzz_onnx.py", "tests/test_reliability.py",
+                           "graphopt/ir/limits.py", "tests/fuzz/test_fuzz_onnx.py", "tests/test_reliability.py",
                            target="bench-reliability"),
     "npu_coverage.json": _b("npu_coverage.py", "", *_EXPORT, target="bench-npu-coverage"),
     "roundtrip.json": _b("roundtrip.py", "", "graphopt/frontends/torch.py", "graphopt/frontends/torch_lowering",

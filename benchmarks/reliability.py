@@ -611,7 +611,7 @@ def main(argv: list[str] | None = None) -> int:
     run = Run.start("reliability.json", argv=None if argv is None else [__file__, *argv], quick=args.quick)
     if args.quick:
         args.onnx_cases, args.ir_cases, args.trials = 100, 50, 3
-    from graphopt.limits import current_limits
+    from graphopt.ir.limits import current_limits
 
     result: dict[str, Any] = {"limits": current_limits().__dict__}
     with tempfile.TemporaryDirectory() as tmp:

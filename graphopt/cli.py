@@ -32,9 +32,9 @@ from .commands.common import (  # noqa: E402  (re-exported for command modules)
     examples,
     load_for_cli,
     out,
-    parse_input_shapes,
     user_errors,
 )
+from .modelio import parse_input_shapes  # noqa: E402  (re-exported: the shapes every command takes)
 
 __all__ = ["app", "console", "out", "ModelArg", "InputShape", "user_errors", "load_for_cli", "parse_input_shapes",
            "main"]

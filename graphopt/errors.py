@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
+from .ir.errors import GraphoptError, ModelLoadError, UntrustedFileError
 from .ir.graph import IRError
 from .ir.registry import UnsupportedOpError
 from .ir.types import UnsupportedDTypeError
 
-
-class GraphoptError(ValueError):
-    """Base of errors caused by user input (files, options, data), as opposed to bugs."""
-
-
-class ModelLoadError(GraphoptError):
-    """A model file is missing, corrupt, truncated, or of a kind graphopt refuses to load."""
-
-
-class UntrustedFileError(ModelLoadError):
-    """Loading the file would execute code (pickle); needs an explicit trust flag."""
-
+__all__ = ["GraphoptError", "ModelLoadError", "UntrustedFileError", "USER_ERRORS"]
 
 USER_ERRORS: tuple[type[BaseException], ...] = (GraphoptError, IRError, UnsupportedOpError, UnsupportedDTypeError,
                                                 FileNotFoundError)

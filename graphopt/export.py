@@ -120,7 +120,7 @@ def export_model(
     ``strict``. ``calib_memory_mb`` bounds the intermediate tensors calibration holds at once (default 256).
     """
     from .ir.verify import verify as verify_ir
-    from .modelio import is_python_spec, load_model
+    from .modelio import is_python_spec, load_model, parse_input_shapes
     from .npu import memory
     from .npu.profiles import load_profile
     from .npu.quantize import CALIB_MEMORY_DEFAULT, MIN_AGREEMENT_DEFAULT, MIN_COSINE_DEFAULT
@@ -162,11 +162,9 @@ def export_model(
     label = str(model) if not isinstance(model, Graph) else model.name
     is_onnx_file = isinstance(model, str | os.PathLike) and str(model).lower().endswith(".onnx")
     if isinstance(input_shapes, list) and is_python_spec(model):  # the shapes build the example inputs
-        from .commands.common import parse_input_shapes
 
         graph = load_model(model, input_shapes=parse_input_shapes(input_shapes, [""]))  # "" = the only input
     elif isinstance(input_shapes, list):  # CLI specs ("x=1,3,32,32" or a bare "1,3,32,32" for one input)
-        from .commands.common import parse_input_shapes
         from .ir.infer import set_input_shapes
 
         graph = load_model(model)

@@ -18,13 +18,32 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from .errors import ModelLoadError, UntrustedFileError
+from .errors import GraphoptError, ModelLoadError, UntrustedFileError
 from .ir.graph import Graph
 from .ir.serialize import atomic_write_bytes
 
 LOADABLE = (".onnx", ".pt2", ".json", ".pt", ".py")
 WRITABLE = (".onnx", ".json", ".pt", ".py")
 BUNDLE_FORMAT = "graphopt-torch-bundle"
+
+
+def parse_input_shapes(specs: list[str] | None, graph_inputs: list[str] | None = None) -> dict[str, list]:
+    """``["x=1,3,32,32"]`` → ``{"x": [1, 3, 32, 32]}``; a bare ``1,3,32,32`` names the only input."""
+    shapes: dict[str, list] = {}
+    for s in specs or []:
+        name, sep, dims = s.rpartition("=")
+        if not sep:
+            if not graph_inputs or len(graph_inputs) != 1:
+                raise GraphoptError(f"--input-shape {s!r}: name the input (NAME=d0,d1,...); the model's inputs are "
+                                    f"{', '.join(graph_inputs or []) or 'unknown'}")
+            name = graph_inputs[0]
+        try:
+            shapes[name] = [int(d) if d.strip().lstrip("-").isdigit() else d.strip() for d in dims.split(",")]
+        except ValueError as e:
+            raise GraphoptError(f"--input-shape {s!r}: dims must be integers or symbol names") from e
+        if any(isinstance(d, int) and d < 0 for d in shapes[name]):
+            raise GraphoptError(f"--input-shape {s!r}: negative dimension")
+    return shapes
 
 
 def load_model(

@@ -15,7 +15,7 @@ mean of all alternatives, which is what DARTS/XNAS-style relaxations need.
 
 The module also builds NAS-Bench-201 networks directly in the IR (:func:`nb201_graph`), either for one
 architecture or as the full supernet, with parameter names matching ``graphopt.models.nb201`` (concrete) and
-:class:`graphopt.search.supernet_train.NB201Supernet` (supernet) so trained weights carry over by name.
+:class:`graphopt.models.nb201.NB201Supernet` (supernet) so trained weights carry over by name.
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ from typing import Any
 
 import numpy as np
 
+from graphopt.models.nb201 import EDGE_ORDER as NB201_EDGES
+from graphopt.models.nb201 import OPS as NB201_OPS
+
 from .ir.graph import Graph, IRError, Node, Value
 from .ir.types import DType, TensorType
-
-NB201_OPS: list[str] = ["none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"]
-NB201_EDGES: list[tuple[int, int]] = [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]
 
 
 class SupernetError(IRError):
@@ -337,7 +337,7 @@ def nb201_graph(arch: str | None = None, *, C: int = 16, N: int = 5, num_classes
     if state_dict is None:
         torch.manual_seed(seed)
         if arch is None:
-            from .search.supernet_train import NB201Supernet
+            from graphopt.models.nb201 import NB201Supernet
 
             state_dict = NB201Supernet(C=C, N=N, num_classes=num_classes).state_dict()
         else:

@@ -31,7 +31,7 @@ from graphopt.cli import app
 from graphopt.errors import USER_ERRORS, ModelLoadError, UntrustedFileError
 from graphopt.frontends.onnx import load_onnx
 from graphopt.ir import save
-from graphopt.limits import ENV_VARS, LimitExceededError, Limits, current_limits, override_limits
+from graphopt.ir.limits import ENV_VARS, LimitExceededError, Limits, current_limits, override_limits
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_ir_core import conv_bn_relu_graph  # noqa: E402

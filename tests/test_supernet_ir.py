@@ -5,14 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from graphopt.models.nb201 import NB201Net
+from graphopt.models.nb201 import NB201Net, NB201Supernet
 
 from graphopt.backends.torch import to_torch
 from graphopt.ir.graph import Graph
 from graphopt.ir.types import DType, TensorType
 from graphopt.ir.verify import verify
 from graphopt.pass_api import get_pass
-from graphopt.search.supernet_train import NB201Supernet
 from graphopt.supernet import (
     NB201_EDGES,
     NB201_OPS,

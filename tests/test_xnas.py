@@ -7,12 +7,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from graphopt.models.nb201 import MixedEdge
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from graphopt.backends.torch import to_torch
 from graphopt.ir.verify import verify
-from graphopt.search.supernet_train import MixedEdge
 from graphopt.search.xnas import ExpertAdvice
 
 

@@ -49,30 +49,9 @@ def user_errors(fn):
     return wrapper
 
 
-def parse_input_shapes(specs: list[str] | None, graph_inputs: list[str] | None = None) -> dict[str, list]:
-    """``["x=1,3,32,32"]`` → ``{"x": [1, 3, 32, 32]}``; a bare ``1,3,32,32`` names the only input."""
-    from ..errors import GraphoptError
-
-    shapes: dict[str, list] = {}
-    for s in specs or []:
-        name, sep, dims = s.rpartition("=")
-        if not sep:
-            if not graph_inputs or len(graph_inputs) != 1:
-                raise GraphoptError(f"--input-shape {s!r}: name the input (NAME=d0,d1,...); the model's inputs are "
-                                    f"{', '.join(graph_inputs or []) or 'unknown'}")
-            name = graph_inputs[0]
-        try:
-            shapes[name] = [int(d) if d.strip().lstrip("-").isdigit() else d.strip() for d in dims.split(",")]
-        except ValueError as e:
-            raise GraphoptError(f"--input-shape {s!r}: dims must be integers or symbol names") from e
-        if any(isinstance(d, int) and d < 0 for d in shapes[name]):
-            raise GraphoptError(f"--input-shape {s!r}: negative dimension")
-    return shapes
-
-
 def load_for_cli(model: Path, input_shape: list[str] | None = None, trust_pickle: bool = False):
     from ..ir.infer import set_input_shapes
-    from ..modelio import is_python_spec, load_model
+    from ..modelio import is_python_spec, load_model, parse_input_shapes
 
     if is_python_spec(model):  # the shapes build the example inputs; a bare d0,d1,... names the only input ("")
         return load_model(model, input_shapes=parse_input_shapes(input_shape, [""]))

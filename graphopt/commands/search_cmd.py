@@ -121,7 +121,8 @@ def _fresh_graph(strategy: str, path: dict[str, Any], seed: int):  # noqa: ANN20
 
     torch.manual_seed(seed)
     if strategy in ("xnas", "darts"):
-        from ..search.supernet_train import NB201Supernet, nb201_path_graph
+        from ..models.nb201 import NB201Supernet
+        from ..search.supernet_train import nb201_path_graph
 
         return nb201_path_graph(NB201Supernet(C=8, N=1), path)
     if strategy == "s3":

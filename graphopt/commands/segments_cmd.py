@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from .common import _fmt_int, examples
+from .common import _fmt_int, examples, user_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -23,7 +23,6 @@ def register(app: typer.Typer) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from ..cli import user_errors
     from ..errors import GraphoptError
 
     console = Console(stderr=True)

@@ -29,9 +29,9 @@ import numpy as np
 from ..errors import USER_ERRORS, ModelLoadError
 from ..ir.graph import Graph, Value
 from ..ir.infer import ShapeInferenceError
+from ..ir.limits import LimitExceededError, check_bytes, check_depth, check_dims, check_nodes, current_limits
 from ..ir.registry import OpDef, UnsupportedOpError, get_op, op_for_onnx, unsupported_message
 from ..ir.types import DType, TensorType
-from ..limits import LimitExceededError, check_bytes, check_depth, check_dims, check_nodes, current_limits
 
 FOLD_MAX_ELEMENTS = 64 * 1024 * 1024
 """Constant subgraphs are folded only when each output has at most this many elements."""
@@ -206,13 +206,13 @@ def _check_text(where: str, what: str, texts: list) -> None:
 
 
 def check_model_limits(model, label: str) -> None:
-    """Check an ``onnx.ModelProto`` against :func:`graphopt.limits.current_limits` before importing anything.
+    """Check an ``onnx.ModelProto`` against :func:`graphopt.ir.limits.current_limits` before importing anything.
 
     Walks every graph, subgraph (If/Loop/Scan bodies) and local function iteratively (no recursion, so a deep
     file cannot exhaust the stack): node count (``max_nodes``), nesting (``max_subgraph_depth``), static dims
     of inputs/outputs/value_info (``max_dim``; inputs also ``max_tensor_bytes`` since running the model
     allocates them), and every initializer and attribute tensor (``max_dim``, ``max_tensor_bytes``, and inline
-    bytes matching the dims). Raises :class:`~graphopt.limits.LimitExceededError` or ``ModelLoadError``.
+    bytes matching the dims). Raises :class:`~graphopt.ir.limits.LimitExceededError` or ``ModelLoadError``.
     """
     lim = current_limits()
     total = 0

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from .graph import Graph, IRError
+from .limits import check_dims, check_nodes, current_limits
 from .types import DType, TensorType
 
 FORMAT = "graphopt-ir"
@@ -152,13 +153,11 @@ def graph_from_json(doc: dict[str, Any], arrays: dict[str, np.ndarray], source: 
 
 
 def check_doc_limits(doc: Any, source: str) -> None:
-    """Refuse an IR document that breaks :func:`graphopt.limits.current_limits`, before building anything.
+    """Refuse an IR document that breaks :func:`graphopt.ir.limits.current_limits`, before building anything.
 
     Checks the node count (``max_nodes``), every static dim (``max_dim``) and the bytes of inputs and
     constants (``max_tensor_bytes``). Malformed parts are skipped here; :func:`graph_from_json` reports them.
     """
-    from ..limits import check_dims, check_nodes, current_limits  # local: graphopt.errors imports graphopt.ir
-
     if not isinstance(doc, dict):
         return
     lim = current_limits()
@@ -189,8 +188,6 @@ _ST_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16":
 
 def _check_weights_header(wpath: Path) -> None:
     """Check the safetensors header's shapes against the limits before the tensors are read."""
-    from ..limits import check_dims, current_limits
-
     size = wpath.stat().st_size
     with open(wpath, "rb") as f:
         head = f.read(8)

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from graphopt.models.nb201 import NB201Supernet
 from graphopt.search.supernet_train import (
-    NB201Supernet,
     accuracy,
     cycle,
     derive_nb201,

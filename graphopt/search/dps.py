@@ -38,6 +38,8 @@ import torch.nn.functional as F
 from scipy.stats import kendalltau
 from torch import nn
 
+from graphopt.models.dps_block import CandidateBlock
+
 OPS = ["conv3", "conv5", "dw3", "dw5"]
 WIDTHS = [0.5, 1.0]
 FUSE = [(i, j) for i in range(3) for j in range(3) if i != j]
@@ -73,48 +75,6 @@ def hamming(a: Mapping[str, Any], b: Mapping[str, Any]) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- supernet
-def _bn(x: torch.Tensor, bn: nn.BatchNorm2d, c: int) -> torch.Tensor:
-    rm = bn.running_mean[:c] if bn.running_mean is not None else None  # type: ignore[index]
-    rv = bn.running_var[:c] if bn.running_var is not None else None  # type: ignore[index]
-    return F.batch_norm(x, rm, rv, bn.weight[:c], bn.bias[:c], bn.training, 0.1, bn.eps)
-
-
-class CandidateBlock(nn.Module):
-    """Residual block ``relu(x + BN(conv_b(relu(BN(conv_a(x))))))`` with an elastic inner width.
-
-    conv: ``conv_a`` k x k (C -> inner), ``conv_b`` 1 x 1 (inner -> C); dw: depthwise k x k on C, then 1x1
-    C -> inner, then 1x1 inner -> C. Width choices take the leading ``inner`` channels.
-    """
-
-    def __init__(self, C: int, op: str) -> None:
-        super().__init__()
-        self.kind, self.k = op[:-1], int(op[-1])
-        self.C = C
-        if self.kind == "dw":
-            self.dw = nn.Conv2d(C, C, self.k, padding=self.k // 2, groups=C, bias=False)
-            self.conv_a = nn.Conv2d(C, C, 1, bias=False)
-        else:
-            self.conv_a = nn.Conv2d(C, C, self.k, padding=self.k // 2, bias=False)
-        self.bn_a = nn.BatchNorm2d(C)
-        self.conv_b = nn.Conv2d(C, C, 1, bias=False)
-        self.bn_b = nn.BatchNorm2d(C)
-
-    def forward(self, x: torch.Tensor, width: float) -> torch.Tensor:
-        c = max(1, int(round(width * self.C)))
-        h = x
-        if self.kind == "dw":
-            h = self.dw(h)
-        h = F.conv2d(h, self.conv_a.weight[:c], padding=self.conv_a.padding)
-        h = F.relu(_bn(h, self.bn_a, c))
-        h = _bn(F.conv2d(h, self.conv_b.weight[:, :c]), self.bn_b, self.C)
-        return F.relu(x + h)
-
-    def path_weights(self, width: float) -> list[torch.Tensor]:
-        c = max(1, int(round(width * self.C)))
-        ws = [self.dw.weight] if self.kind == "dw" else []
-        return ws + [self.conv_a.weight[:c], self.conv_b.weight[:, :c]]
-
-
 def _cbr(cin: int, cout: int, k: int, stride: int = 1, relu: bool = True) -> nn.Sequential:
     layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, stride, k // 2, bias=False), nn.BatchNorm2d(cout)]
     if relu:

@@ -1,6 +1,6 @@
-"""PyTorch weight-sharing supernets used by the search loops (DARTS/XNAS on NB201; S3 and DPS build theirs).
+"""What the NB201 supernet search loops (DARTS, XNAS) share: derivation, search splits, optimizers, accuracy.
 
-The search loops train these modules directly (fast, weight sharing); the IR side
+The supernet module itself is a model (:class:`graphopt.models.nb201.NB201Supernet`); the IR side
 (:func:`graphopt.supernet.nb201_graph` with ``arch=None``) describes the same space with the same parameter
 names, so the chosen path is materialized through the IR from the trained weights.
 """
@@ -10,115 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from graphopt.models.nb201 import macro_skeleton, make_op
-from graphopt.supernet import NB201_EDGES, NB201_OPS
-
-
-class MixedEdge(nn.Module):
-    """All candidate ops of one edge. ``forward(x, w, active)`` returns ``sum_i w[i] * op_i(x)`` over ``active``.
-
-    With ``record=True`` the outputs of the active ops and ``dL/dy`` (via a tensor hook on the mixed output)
-    are kept, so :meth:`rewards` can compute XNAS's ``r_i = -<dL/dy, f_i(x)>`` without a second backward.
-    """
-
-    def __init__(self, channels: int, ops: Sequence[str] = NB201_OPS) -> None:
-        super().__init__()
-        self.names = list(ops)
-        self.ops = nn.ModuleList(make_op(o, channels) for o in ops)
-        self.record = False
-        self._outs: list[tuple[list[int], list[torch.Tensor], list[torch.Tensor]]] = []
-
-    def forward(self, x: torch.Tensor, w: torch.Tensor, active: Sequence[int] | None = None) -> torch.Tensor:
-        idx = list(range(len(self.ops))) if active is None else list(active)
-        outs = [self.ops[i](x) for i in idx]
-        y = outs[0] * w[idx[0]]
-        for k in range(1, len(idx)):
-            y = y + outs[k] * w[idx[k]]
-        if self.record and y.requires_grad:
-            grads: list[torch.Tensor] = []
-            y.register_hook(lambda g, store=grads: store.append(g.detach()))
-            self._outs.append((idx, [o.detach() for o in outs], grads))
-        return y
-
-    def rewards(self, clip: float | None = None) -> torch.Tensor:
-        """Per-op reward summed over the recorded applications (each clipped to ``|r| <= clip``); clears state."""
-        r = torch.zeros(len(self.ops))
-        for idx, outs, grads in self._outs:
-            if not grads:
-                continue
-            g = grads[0]
-            ri = torch.stack([-(g * o).sum() for o in outs])
-            if clip is not None:
-                ri = ri.clamp(-clip, clip)
-            r[idx] += ri
-        self._outs = []
-        return r
-
-
-class NB201SuperCell(nn.Module):
-    def __init__(self, channels: int, ops: Sequence[str] = NB201_OPS) -> None:
-        super().__init__()
-        self.edges = nn.ModuleDict({f"e{i}{j}": MixedEdge(channels, ops) for i, j in NB201_EDGES})
-
-    def forward(self, x: torch.Tensor, weights: torch.Tensor, active: Sequence[Sequence[int]] | None) -> torch.Tensor:
-        nodes = [x]
-        for j in range(1, 4):
-            acc = None
-            for e, (i, jj) in enumerate(NB201_EDGES):
-                if jj != j:
-                    continue
-                out = self.edges[f"e{i}{j}"](nodes[i], weights[e], None if active is None else active[e])
-                acc = out if acc is None else acc + out
-            nodes.append(acc)
-        return nodes[-1]
-
-
-class NB201Supernet(nn.Module):
-    """NB201 macro network whose cells are :class:`NB201SuperCell` s; all cells share one architecture.
-
-    ``forward(x, weights, active)``: ``weights`` is ``(6, 5)`` (edge x op, NB201 edge/op order), ``active``
-    optional per-edge op index lists (wiped-out or unsampled ops are not computed). A one-hot ``weights`` with
-    ``active`` = the chosen op per edge runs a single path (SPOS-style).
-    """
-
-    def __init__(self, C: int = 16, N: int = 5, num_classes: int = 10, ops: Sequence[str] = NB201_OPS) -> None:
-        super().__init__()
-        self.C, self.N, self.ops = C, N, list(ops)
-        self.stem, self.cells, self.lastact, c_prev = macro_skeleton(C, N, lambda c: NB201SuperCell(c, ops))
-        self.classifier = nn.Linear(c_prev, num_classes)
-
-    @property
-    def n_super_cells(self) -> int:
-        return 3 * self.N
-
-    def mixed_edges(self) -> dict[str, list[MixedEdge]]:
-        """``{edge_key: [MixedEdge of every cell]}``."""
-        out: dict[str, list[MixedEdge]] = {f"e{i}{j}": [] for i, j in NB201_EDGES}
-        for c in self.cells:
-            if isinstance(c, NB201SuperCell):
-                for k, m in c.edges.items():
-                    out[k].append(m)  # type: ignore[arg-type]
-        return out
-
-    def set_record(self, on: bool) -> None:
-        for ms in self.mixed_edges().values():
-            for m in ms:
-                m.record = on
-                m._outs = []
-
-    def forward(self, x: torch.Tensor, weights: torch.Tensor,
-                active: Sequence[Sequence[int]] | None = None) -> torch.Tensor:
-        x = self.stem(x)
-        for cell in self.cells:
-            x = cell(x, weights, active) if isinstance(cell, NB201SuperCell) else cell(x)
-        x = torch.flatten(F.adaptive_avg_pool2d(self.lastact(x), 1), 1)
-        return self.classifier(x)
-
-    def arch_parameters_shape(self) -> tuple[int, int]:
-        return (len(NB201_EDGES), len(self.ops))
+from graphopt.models.nb201 import EDGE_ORDER as NB201_EDGES
+from graphopt.models.nb201 import OPS as NB201_OPS
+from graphopt.models.nb201 import NB201Supernet
 
 
 def derive_nb201(weights: torch.Tensor, active: Sequence[Sequence[int]] | None = None,

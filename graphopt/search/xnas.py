@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 
 from graphopt.eval.data import BatchLoader
+from graphopt.models.nb201 import NB201Supernet
 from graphopt.search.supernet_train import (
-    NB201Supernet,
     accuracy,
     cycle,
     derive_nb201,

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from graphopt.models.dps_block import CandidateBlock
 
 from graphopt.ir.graph import Graph, Node, Value
 from graphopt.pass_api import graph_pass
@@ -60,10 +61,6 @@ def _match_block(relu: Node) -> dict[str, Any] | None:
 
 
 def _candidate(g: Graph, x: Value, C: int, op: str, prefix: str) -> tuple[Value, list[tuple[str, int, int]]]:
-    import torch  # noqa: F401  (CandidateBlock builds torch weights)
-
-    from graphopt.search.dps import CandidateBlock
-
     blk = CandidateBlock(C, op)
     sd = {f"{prefix}.{k}": v.detach().numpy().astype(np.float32) for k, v in blk.state_dict().items()
           if not k.endswith("num_batches_tracked")}
