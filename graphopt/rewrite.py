@@ -29,9 +29,7 @@ from typing import Any
 import numpy as np
 
 from .ir.graph import Graph, Node, Value
-from .ir.registry import get_op
-
-COMMUTATIVE = {"add", "mul", "max", "min", "sum", "and", "or", "xor", "equal"}
+from .ir.registry import get_op, is_commutative
 
 
 # ---------------------------------------------------------------------------------------------- patterns
@@ -156,7 +154,7 @@ class RewriteRule:
         if len(ins) < len(p.inputs) or any(v is not None for v in ins[len(p.inputs):]):
             return False
         orders = [list(range(len(p.inputs)))]
-        if p.op in COMMUTATIVE and len(p.inputs) == 2:
+        if is_commutative(p.op) and len(p.inputs) == 2:
             orders.append([1, 0])
         for order in orders:
             trial_b, trial_m, trial_p = dict(b), list(matched), dict(pmap)

@@ -69,6 +69,9 @@ class OpDef:
     #: fold-constants). False where the node *is* the information: DequantizeLinear of int8 weights (NPU
     #: compilers read the quantization off it), BatchNorm (folded into convs, not into a constant), Dropout.
     foldable: bool = True
+    #: whether the inputs may be listed in any order with the same result (add, mul, max, ..., mean): pattern
+    #: matching tries both orders of a binary node, and AutoGO's segment keys ignore the input slot.
+    commutative: bool = False
 
     def num_outputs(self, attrs: dict[str, Any]) -> int:
         return self.outputs(attrs) if callable(self.outputs) else self.outputs
@@ -123,6 +126,7 @@ def op(
     value_prop: bool = False,
     replace: bool = False,
     foldable: bool = True,
+    commutative: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register the decorated PyTorch function as the op ``name``.
 
@@ -139,7 +143,7 @@ def op(
         onnx_name = "".join(p.capitalize() for p in name.split("_")) if onnx == "" else onnx
         opdef = OpDef(name, fn, inputs, dict(attrs or {}), onnx_name, outputs, category, flops, infer,
                       weight_inputs, None, onnx_min_opset, value_prop, (inspect.getdoc(fn) or "").split("\n")[0],
-                      foldable=foldable)
+                      foldable=foldable, commutative=commutative)
         _REGISTRY[name] = opdef
         if onnx_name:
             _BY_ONNX.setdefault(onnx_name, name)
@@ -168,6 +172,11 @@ def unsupported_message(op_type: str, node: str | None = None, domain: str = "")
     return (f"unsupported op {op_type!r}{dom}{where}: graphopt has no registry rule for it. Register one with "
             f"@graphopt.ir.registry.op({_snake(op_type)!r}, onnx={op_type!r}, inputs=[...]) on a PyTorch "
             f"function that implements it (see docs/ir.md), then import that module before loading the model.")
+
+
+def is_commutative(name: str) -> bool:
+    """Whether op ``name`` gives the same result for any order of its inputs (False for unknown ops)."""
+    return has_op(name) and get_op(name).commutative
 
 
 def has_op(name: str) -> bool:

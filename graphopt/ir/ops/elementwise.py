@@ -229,7 +229,7 @@ def cast(input, *, to="float32", saturate=1):
 
 
 # ------------------------------------------------------------------------------------------------ arithmetic
-@op("add", inputs=AB, category="arith", value_prop=True)
+@op("add", inputs=AB, category="arith", value_prop=True, commutative=True)
 def add(A, B):
     return A + B
 
@@ -239,7 +239,7 @@ def sub(A, B):
     return A - B
 
 
-@op("mul", inputs=AB, category="arith", value_prop=True)
+@op("mul", inputs=AB, category="arith", value_prop=True, commutative=True)
 def mul(A, B):
     return A * B
 
@@ -262,7 +262,7 @@ def mod(A, B, *, fmod=0):
     return torch.fmod(A, B) if fmod else torch.remainder(A, B)
 
 
-@op("max", inputs=[In("data_0", variadic=True)], category="arith", value_prop=True)
+@op("max", inputs=[In("data_0", variadic=True)], category="arith", value_prop=True, commutative=True)
 def max_(*data_0):
     out = data_0[0]
     for t in data_0[1:]:
@@ -270,7 +270,7 @@ def max_(*data_0):
     return out
 
 
-@op("min", inputs=[In("data_0", variadic=True)], category="arith", value_prop=True)
+@op("min", inputs=[In("data_0", variadic=True)], category="arith", value_prop=True, commutative=True)
 def min_(*data_0):
     out = data_0[0]
     for t in data_0[1:]:
@@ -278,7 +278,7 @@ def min_(*data_0):
     return out
 
 
-@op("sum", inputs=[In("data_0", variadic=True)], category="arith")
+@op("sum", inputs=[In("data_0", variadic=True)], category="arith", commutative=True)
 def sum_(*data_0):
     out = data_0[0]
     for t in data_0[1:]:
@@ -286,7 +286,7 @@ def sum_(*data_0):
     return out
 
 
-@op("mean", inputs=[In("data_0", variadic=True)], category="arith")
+@op("mean", inputs=[In("data_0", variadic=True)], category="arith", commutative=True)
 def mean(*data_0):
     out = data_0[0]
     for t in data_0[1:]:
@@ -295,7 +295,7 @@ def mean(*data_0):
 
 
 # ----------------------------------------------------------------------------------------------- comparisons
-@op("equal", inputs=AB, category="compare", value_prop=True)
+@op("equal", inputs=AB, category="compare", value_prop=True, commutative=True)
 def equal(A, B):
     return A == B
 
@@ -320,17 +320,17 @@ def greater_or_equal(A, B):
     return A >= B
 
 
-@op("and", onnx="And", inputs=AB, category="compare")
+@op("and", onnx="And", inputs=AB, category="compare", commutative=True)
 def logical_and(A, B):
     return torch.logical_and(A, B)
 
 
-@op("or", onnx="Or", inputs=AB, category="compare")
+@op("or", onnx="Or", inputs=AB, category="compare", commutative=True)
 def logical_or(A, B):
     return torch.logical_or(A, B)
 
 
-@op("xor", onnx="Xor", inputs=AB, category="compare")
+@op("xor", onnx="Xor", inputs=AB, category="compare", commutative=True)
 def logical_xor(A, B):
     return torch.logical_xor(A, B)
 
