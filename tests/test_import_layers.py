@@ -49,7 +49,7 @@ def test_imports_flow_one_way(tmp_path):
 def test_a_backward_import_breaks_the_layers_contract(tmp_path):
     """The check can fail: an ``ir`` module importing a pass is reported, naming both ends."""
     tree = _staged(tmp_path)
-    (tree / "graphopt" / "ir" / "_backward.py").write_text("from graphopt.passes import cleanup  # noqa\n")
+    (tree / "graphopt" / "ir" / "_backward.py").write_text("from graphopt.passes import canonicalize  # noqa\n")
     res = _lint(tree, ROOT / "pyproject.toml")
     assert res.returncode != 0
-    assert "graphopt.ir._backward -> graphopt.passes.cleanup" in res.stdout
+    assert "graphopt.ir._backward -> graphopt.passes.canonicalize" in res.stdout

@@ -338,15 +338,15 @@ class Legalizer:
 
 
 def _decomp(fn: Callable[[Any, Node], Value | None], rule: str) -> Callable[[Graph, Node], bool]:
-    from graphopt.passes.decompose import replace_node
+    from graphopt.passes._decompose_util import replace_node
 
     return lambda g, n: replace_node(g, n, lambda b: fn(b, n), rule)
 
 
 def _c(b, value, like: Value, hint: str = "c") -> Value:
-    from graphopt.passes.decompose import _c as c
+    from graphopt.passes._decompose_util import const_like
 
-    return c(b, value, like, hint)
+    return const_like(b, value, like, hint)
 
 
 def _const_scalar(v: Value | None) -> float | None:
@@ -514,9 +514,9 @@ def _slice_as_pool_build(b, n: Node) -> Value | None:
     xs = _static(x)
     if xs is None or len(xs) < 3:
         return None
-    from graphopt.passes.fuse_more import _slice_params
+    from graphopt.passes._util import slice_params
 
-    p = _slice_params(n, len(xs))
+    p = slice_params(n, len(xs))
     if p is None or any(a < 2 for a in p):
         return None
     strides = [1] * (len(xs) - 2)
@@ -529,13 +529,13 @@ def _slice_as_pool_build(b, n: Node) -> Value | None:
 
 def _pad_as_concat_build(b, n: Node) -> Value | None:
     """Zero padding along one axis == Concat with zero constants (Edge TPU's documented zero-padding Concat)."""
-    from graphopt.passes.fuse_more import _pad_spec
+    from graphopt.passes._util import pad_spec
 
     x = n.inputs[0]
     xs = _static(x)
     if xs is None:
         return None
-    spec = _pad_spec(n, len(xs))
+    spec = pad_spec(n, len(xs))
     if spec is None or spec[1] != 0.0:
         return None
     pads, _ = spec
@@ -590,7 +590,7 @@ def _split_conv_kernel(profile: Profile) -> Callable[[Graph, Node], bool]:
             return False
         strides = _ints(n.attrs.get("strides"), nd, 1)
         pads = _ints(n.attrs.get("pads"), 2 * nd, 0)
-        from graphopt.passes.decompose import replace_node
+        from graphopt.passes._decompose_util import replace_node
 
         def build(b):
             xp = x
@@ -637,7 +637,7 @@ def _split_conv_groups(profile: Profile) -> Callable[[Graph, Node], bool]:
         if g <= 1 or ws is None or w.const is None or (bias is not None and bias.const is None) or ws[0] % g:
             return False
         cin, cout = ws[1], ws[0] // g
-        from graphopt.passes.decompose import replace_node
+        from graphopt.passes._decompose_util import replace_node
 
         def build(b):
             ys = []
@@ -680,7 +680,7 @@ def _split_conv_stride(profile: Profile) -> Callable[[Graph, Node], bool]:
             split.append(opts[0])
         if all(f == 1 for _, f in split):
             return False
-        from graphopt.passes.decompose import replace_node
+        from graphopt.passes._decompose_util import replace_node
 
         def build(b):
             y = b.conv(*[v for v in n.inputs if v is not None], **{**n.attrs, "strides": [a for a, _ in split]})
@@ -722,7 +722,7 @@ def _conv1d_polyphase(profile: Profile) -> Callable[[Graph, Node], bool]:
             for r in range(st):
                 if q * st + r < k:
                     w2[:, r::st, q] = wt[:, :, q * st + r]  # channel c*s + r of the phase layout
-        from graphopt.passes.decompose import replace_node
+        from graphopt.passes._decompose_util import replace_node
 
         def build(b):
             y, extra = x, need - (length + pb + pe)
@@ -780,7 +780,7 @@ def _lrn_emits(n: Node) -> tuple[str, ...]:
 def _erf_tanh_build(b, n: Node) -> Value:
     """``erf(z) ≈ tanh(2/√π · (z + 2κ z³))``, κ = 0.044715: the tanh-GELU approximation written for erf (max
     abs error 3.6e-4), for targets with Tanh but no Erf where GELU already arrived decomposed (opset < 20)."""
-    from graphopt.passes.decompose import GELU_TANH_KAPPA
+    from graphopt.passes._util import GELU_TANH_KAPPA
 
     z = n.inputs[0]
     cube = b.mul(z, b.mul(z, z))
@@ -871,7 +871,7 @@ def _channel_shuffle_conv(graph: Graph, n: Node) -> bool:
     c = len(src)
     w = np.zeros((c, c, 1, 1), dtype=np.float32)
     w[np.arange(c), src, 0, 0] = 1.0
-    from graphopt.passes.decompose import replace_node
+    from graphopt.passes._decompose_util import replace_node
 
     x = n.inputs[0]
     return replace_node(graph, r2, lambda b: b.conv(x, b.const(w, "param", name=f"{b.hint}_perm"),
@@ -948,7 +948,14 @@ def legalizable(node: Node, profile: Profile, table: dict[str, list[Legalizer]] 
 
 def legalizers(profile: Profile) -> dict[str, list[Legalizer]]:
     """Candidate rewrites per IR op, in preference order (exact before approximate)."""
-    from graphopt.passes import decompose as d
+    from graphopt.passes._decompose_util import gelu_tanh, hard_sigmoid_primitives, instance_norm_primitives
+    from graphopt.passes.approximate_gelu import gelu_sigmoid
+    from graphopt.passes.decompose_batchnorm import batchnorm_primitives
+    from graphopt.passes.decompose_gelu import gelu_erf
+    from graphopt.passes.decompose_layernorm import layer_norm_primitives
+    from graphopt.passes.decompose_mish import mish_primitives
+    from graphopt.passes.decompose_softmax import log_softmax_primitives, softmax_primitives
+    from graphopt.passes.gemm_to_matmul import gemm_primitives
 
     gelu_none = lambda n: n.attrs.get("approximate", "none") != "tanh"  # noqa: E731
     return {
@@ -957,50 +964,50 @@ def legalizers(profile: Profile) -> dict[str, list[Legalizer]]:
                       _decomp(lambda b, n: b.mul(n.inputs[0], b.hard_sigmoid(n.inputs[0], alpha=1 / 6, beta=0.5)),
                               "legalize-hard-swish")),
             Legalizer("hard-swish-clip", ("Mul", "Add", "Clip"),
-                      _decomp(lambda b, n: b.mul(n.inputs[0], d.hard_sigmoid_primitives(b, n.inputs[0], 1 / 6, 0.5)),
+                      _decomp(lambda b, n: b.mul(n.inputs[0], hard_sigmoid_primitives(b, n.inputs[0], 1 / 6, 0.5)),
                               "legalize-hard-swish")),
         ],
         "hard_sigmoid": [Legalizer("hard-sigmoid-clip", ("Mul", "Add", "Clip"), _decomp(
-            lambda b, n: d.hard_sigmoid_primitives(b, n.inputs[0], float(n.attrs.get("alpha", 0.2)),
+            lambda b, n: hard_sigmoid_primitives(b, n.inputs[0], float(n.attrs.get("alpha", 0.2)),
                                                    float(n.attrs.get("beta", 0.5))), "legalize-hard-sigmoid"))],
         "gelu": [
-            Legalizer("gelu-erf", ("Div", "Erf", "Add", "Mul"), _decomp(lambda b, n: d.gelu_erf(b, n.inputs[0]),
+            Legalizer("gelu-erf", ("Div", "Erf", "Add", "Mul"), _decomp(lambda b, n: gelu_erf(b, n.inputs[0]),
                                                                         "legalize-gelu"), gelu_none),
-            Legalizer("gelu-tanh", ("Mul", "Add", "Tanh"), _decomp(lambda b, n: d.gelu_tanh(b, n.inputs[0]),
+            Legalizer("gelu-tanh", ("Mul", "Add", "Tanh"), _decomp(lambda b, n: gelu_tanh(b, n.inputs[0]),
                                                                    "legalize-gelu"), lambda n: not gelu_none(n)),
             Legalizer("gelu-tanh-approx", ("Mul", "Add", "Tanh"),
-                      _decomp(lambda b, n: d.gelu_tanh(b, n.inputs[0]), "legalize-gelu"), gelu_none,
+                      _decomp(lambda b, n: gelu_tanh(b, n.inputs[0]), "legalize-gelu"), gelu_none,
                       approximate=True),
             Legalizer("gelu-sigmoid-approx", ("Mul", "Sigmoid"),
-                      _decomp(lambda b, n: d.gelu_sigmoid(b, n.inputs[0]), "legalize-gelu"), approximate=True),
+                      _decomp(lambda b, n: gelu_sigmoid(b, n.inputs[0]), "legalize-gelu"), approximate=True),
         ],
         "layer_norm": [
             Legalizer("layernorm-div", ("ReduceMean", "Sub", "Mul", "Add", "Sqrt", "Div"),
-                      _decomp(lambda b, n: d.layer_norm_primitives(b, n, True), "legalize-layernorm")),
+                      _decomp(lambda b, n: layer_norm_primitives(b, n, True), "legalize-layernorm")),
             Legalizer("layernorm-reciprocal", ("ReduceMean", "Sub", "Mul", "Add", "Sqrt", "Reciprocal"),
-                      _decomp(lambda b, n: d.layer_norm_primitives(b, n, False), "legalize-layernorm")),
+                      _decomp(lambda b, n: layer_norm_primitives(b, n, False), "legalize-layernorm")),
         ],
         "instance_norm": [
             Legalizer("instancenorm-div", ("ReduceMean", "Sub", "Mul", "Add", "Sqrt", "Div"),
-                      _decomp(lambda b, n: d.instance_norm_primitives(b, n, True), "legalize-instancenorm")),
+                      _decomp(lambda b, n: instance_norm_primitives(b, n, True), "legalize-instancenorm")),
             Legalizer("instancenorm-reciprocal", ("ReduceMean", "Sub", "Mul", "Add", "Sqrt", "Reciprocal"),
-                      _decomp(lambda b, n: d.instance_norm_primitives(b, n, False), "legalize-instancenorm")),
+                      _decomp(lambda b, n: instance_norm_primitives(b, n, False), "legalize-instancenorm")),
         ],
         "softmax": [
             Legalizer("softmax-2d", _softmax_2d_emits, _decomp(_softmax_2d_build, "legalize-softmax"),
                       _softmax_axis_fix(profile)),
             Legalizer("softmax-primitives", ("ReduceMax", "Sub", "Exp", "ReduceSum", "Div"),
-                      _decomp(lambda b, n: d.softmax_primitives(b, n, True), "legalize-softmax")),
+                      _decomp(lambda b, n: softmax_primitives(b, n, True), "legalize-softmax")),
             Legalizer("softmax-primitives-reciprocal", ("ReduceMax", "Sub", "Exp", "ReduceSum", "Reciprocal", "Mul"),
-                      _decomp(lambda b, n: d.softmax_primitives(b, n, False), "legalize-softmax")),
+                      _decomp(lambda b, n: softmax_primitives(b, n, False), "legalize-softmax")),
         ],
         "log_softmax": [Legalizer("softmax-2d", _softmax_2d_emits, _decomp(_softmax_2d_build, "legalize-softmax"),
                                   _softmax_axis_fix(profile)),
                         Legalizer("log-softmax-primitives", ("ReduceMax", "Sub", "Exp", "ReduceSum", "Log"),
-                                  _decomp(d.log_softmax_primitives, "legalize-softmax"))],
-        "batch_norm": [Legalizer("batchnorm-mul-add", ("Mul", "Add"), _decomp(d.batchnorm_primitives,
+                                  _decomp(log_softmax_primitives, "legalize-softmax"))],
+        "batch_norm": [Legalizer("batchnorm-mul-add", ("Mul", "Add"), _decomp(batchnorm_primitives,
                                                                               "legalize-batchnorm"))],
-        "mish": [Legalizer("mish-primitives", ("Tanh", "Softplus", "Mul"), _decomp(d.mish_primitives,
+        "mish": [Legalizer("mish-primitives", ("Tanh", "Softplus", "Mul"), _decomp(mish_primitives,
                                                                                   "legalize-mish"))],
         "silu": [Legalizer("silu-sigmoid-mul", ("Sigmoid", "Mul"), _decomp(
             lambda b, n: b.mul(n.inputs[0], b.sigmoid(n.inputs[0])), "legalize-silu"))],
@@ -1019,7 +1026,7 @@ def legalizers(profile: Profile) -> dict[str, list[Legalizer]]:
         "gather": [Legalizer("gather-slice", ("Slice", "Reshape"), _decomp(_gather_as_slice_build,
                                                                             "legalize-gather"))],
         "where": [Legalizer("where-arith", ("Mul", "Add"), _decomp(_where_build, "legalize-where"))],
-        "gemm": [Legalizer("gemm-matmul", ("MatMul", "Add", "Mul"), _decomp(d.gemm_primitives, "legalize-gemm"))],
+        "gemm": [Legalizer("gemm-matmul", ("MatMul", "Add", "Mul"), _decomp(gemm_primitives, "legalize-gemm"))],
         "matmul": [Legalizer("matmul-gemm", ("Gemm", "Reshape"), _decomp(_matmul_as_gemm_build, "legalize-matmul"),
                              lambda n: n.inputs[1] is not None and n.inputs[1].is_const)],
         "global_avg_pool": [
@@ -1061,8 +1068,8 @@ def legalizers(profile: Profile) -> dict[str, list[Legalizer]]:
 
 
 def _cleanup(graph: Graph) -> None:
-    from graphopt.passes.cleanup import dce
-    from graphopt.passes.fold import fold_constants
+    from graphopt.passes.dce import dce
+    from graphopt.passes.fold_constants import fold_constants
 
     fold_constants(graph)
     dce(graph)
@@ -1115,7 +1122,7 @@ def legalize(graph: Graph, profile: Profile, *, max_rounds: int = 6,
         if n:
             res.rewrites.append(Rewrite("*", "Conv", f"pad-channels x{n}"))
     if profile.fuse_conv_add_act:
-        from graphopt.passes.conv_act import fuse_conv_add_act
+        from graphopt.passes.fuse_conv_add_act import fuse_conv_add_act
 
         n = sum(fuse_conv_add_act(graph).values())
         if n:

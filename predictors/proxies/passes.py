@@ -200,7 +200,7 @@ def _activation_input(x: torch.Tensor) -> tuple:
 def _decomposed_rectifiers(graph: Graph) -> dict[int, tuple[str, Value]]:
     """``{id(root node): (activation, its input)}`` for GELU/SiLU/Mish written as primitives (x*Sigmoid(x), the
     erf or tanh GELU formula): torch.onnx writes them so, and NASWOT needs their input's sign."""
-    from graphopt.passes.fuse_patterns import decomposed_activations
+    from graphopt.passes._activation_patterns import decomposed_activations
 
     return {id(m.root): (act, m.bindings["x"]) for act, m in decomposed_activations(graph)}
 

@@ -1,72 +1,19 @@
-"""Clean-up passes: dead-code elimination, common-subexpression elimination, canonicalization."""
+"""``canonicalize``: remove no-ops and fold transpose/reshape chains.
+
+No-ops: identity, zero-ratio Dropout, Reshape/Cast/Expand/Squeeze/Unsqueeze/Flatten/Slice/Pad/Tile/identity
+Transpose whose output type equals its input's, a one-input Concat, and ``x * 1``, ``x + 0``, ``x - 0``, ``x / 1``
+with a constant of any shape (exporters emit all-zero biases). A node is only forwarded when the kept value has
+exactly its output type. Two Transposes compose into one (or none); a Reshape of a reshape-like op with a static
+result becomes one Reshape. Safe before training: a non-zero-ratio Dropout stays (``strip-dropout`` removes it).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
 from graphopt.ir.graph import Graph, Node
-from graphopt.ir.registry import get_op
 from graphopt.pass_api import graph_pass
 from graphopt.rewrite import erase_dead
-
-
-@graph_pass("dce", "Remove nodes and constants whose results are never used")
-def dce(graph: Graph) -> dict[str, int]:
-    live: set[int] = {id(v) for v in graph.outputs}
-    dead: list[Node] = []
-    for n in reversed(graph.nodes):
-        if any(id(o) in live for o in n.outputs):
-            live.update(id(v) for v in n.inputs if v is not None)
-        else:
-            dead.append(n)
-    for n in dead:  # reversed topological order: consumers first
-        for i in range(len(n.inputs)):
-            n.set_input(i, None)
-        for o in n.outputs:
-            o.uses.clear()
-        graph.erase_node(n)
-    consts = graph.remove_unused_constants()
-    return {"nodes": len(dead), "constants": consts}
-
-
-def _attr_key(v) -> object:
-    if isinstance(v, np.ndarray):
-        return ("nd", v.dtype.str, v.shape, v.tobytes())
-    if isinstance(v, list | tuple):
-        return tuple(_attr_key(x) for x in v)
-    return v
-
-
-@graph_pass("cse", "Merge identical nodes and identical small constants")
-def cse(graph: Graph) -> dict[str, int]:
-    merged_consts = 0
-    seen_c: dict[tuple, object] = {}
-    for v in list(graph.constants.values()):
-        if v.kind != "const" or v.const is None or v.const.size > 4096:
-            continue
-        key = (v.const.dtype.str, v.const.shape, v.const.tobytes())
-        if key in seen_c:
-            graph.replace_all_uses(v, seen_c[key])  # type: ignore[arg-type]
-            merged_consts += 1
-        else:
-            seen_c[key] = v
-    graph.remove_unused_constants()
-    merged = 0
-    seen: dict[tuple, Node] = {}
-    for n in graph.nodes:
-        if "training" in get_op(n.op).fn.__code__.co_varnames:  # dropout/BN: stateful in training
-            continue
-        key = (n.op, tuple(id(v) if v is not None else None for v in n.inputs),
-               tuple(sorted((k, _attr_key(a)) for k, a in n.attrs.items())), len(n.outputs))
-        prev = seen.get(key)
-        if prev is None:
-            seen[key] = n
-            continue
-        for o, po in zip(n.outputs, prev.outputs, strict=True):
-            graph.replace_all_uses(o, po)
-        graph.erase_node(n)
-        merged += 1
-    return {"nodes": merged, "constants": merged_consts}
 
 
 def _same_type(a, b) -> bool:
