@@ -39,7 +39,7 @@ lint-imports: install
 	$(PY) -m pytest -q tests/test_import_layers.py
 
 # One command per results file (benchmarks/_results.py registers each file's command and measured modules;
-# tests/test_benchmark_results.py fails when a file is stale). `make bench` re-runs the ones that take under
+# tests/benchmarks/test_benchmark_results.py fails when a file is stale). `make bench` re-runs the ones that take under
 # about an hour on 2 cores; the others are listed in BENCH_LONG.
 BENCH_SHORT := bench-eval bench-eval-executor-overhead bench-autogo-mining bench-autogo-mutation-zoo \
 	bench-reliability bench-roundtrip bench-synflow-nb201 bench-autogo-nb201 bench-psc-nb201 bench-export \

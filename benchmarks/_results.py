@@ -18,7 +18,7 @@ and carries a ``provenance`` entry:
   another file explicitly.
 
 :data:`BENCHMARKS` lists, per results file, the command that produces it and the modules whose code it measures
-(the script itself among them). ``tests/test_benchmark_results.py`` checks that every JSON under
+(the script itself among them). ``tests/benchmarks/test_benchmark_results.py`` checks that every JSON under
 ``benchmarks/results/`` is registered, carries the provenance fields, holds none of the keys people used to add by
 hand (``previous_*``, ``before``, ``note``, ``by_target``), and is not stale: its measured modules must be the code
 that produced it (same blob hashes as the working tree), or the last commit touching them must be an ancestor of
@@ -88,8 +88,8 @@ BENCHMARKS: dict[str, Benchmark] = {
                                       target="bench-eval-executor-overhead"),
     "reliability.json": _b("reliability.py", "", "graphopt/eval/store.py", "graphopt/search/evolution.py",
                            "graphopt/frontends/onnx.py", "graphopt/ir/serialize.py", "graphopt/modelio.py",
-                           "graphopt/ir/limits.py", "tests/fuzz/test_fuzz_onnx.py", "tests/test_reliability.py",
-                           target="bench-reliability"),
+                           "graphopt/ir/limits.py", "tests/fuzz/test_fuzz_onnx.py",
+                           "tests/commands/test_reliability.py", target="bench-reliability"),
     "npu_coverage.json": _b("npu_coverage.py", "", *_EXPORT, target="bench-npu-coverage"),
     "roundtrip.json": _b("roundtrip.py", "", "graphopt/frontends/torch.py", "graphopt/frontends/torch_lowering",
                          "graphopt/backends", target="bench-roundtrip"),

@@ -9,8 +9,8 @@ jacob_cov and nwot share one model copy, one train-mode forward and one loss gra
 only their own backward passes: the input Jacobian and the Hessian-gradient product), and
 params/flops/zen/synflow re-use that copy (reset from the model's state) instead of deep-copying the network
 again; the values are those of one ``proxies.compute`` call per proxy
-(bit-identical on the archs checked, and tested to float tolerance in tests/test_proxies.py), at about half the
-CPU time (measured on the same 4 archs, separate vs shared interleaved: 6.93 → 3.56 CPU-s per arch with all 10
+(bit-identical on the archs checked, and tested to float tolerance in tests/predictors/test_proxies.py), at about
+half the CPU time (measured on the same 4 archs, separate vs shared interleaved: 6.93 → 3.56 CPU-s per arch with all 10
 proxies, 4.19 → 1.90 without grasp; on a random 10 of the sample 5.6 CPU-s per arch with all 10, of which grasp
 2.6, the shared pass 1.0 and zen 0.9; grasp re-using the shared backward then cut two warm archs from 4.0 / 8.1
 to 3.7 / 5.9 wall-s). The private copy then runs in channels_last (NHWC) memory format, which oneDNN's CPU

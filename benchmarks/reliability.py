@@ -16,7 +16,7 @@
    set and the finalists against an uninterrupted run. The script exits 1 when any trial fails.
 3. The largest zoo graph (by node count) replicated 10x (copies sharing the input and the weights), saved as IR
    JSON and ONNX, and loaded in a fresh process: time, peak RSS growth and peak Python allocations.
-4. Each hostile-file class of ``tests/test_reliability.py`` through ``python -m graphopt.cli convert`` in a
+4. Each hostile-file class of ``tests/commands/test_reliability.py`` through ``python -m graphopt.cli convert`` in a
    real process: exit code, whether anything was written, and the message.
 
 Prints a table and writes ``benchmarks/results/reliability.json``.
@@ -70,7 +70,7 @@ def _ir_seeds(d: Path) -> list[tuple[dict, bytes]]:
     from graphopt.frontends.onnx import load_onnx
     from graphopt.ir import save
 
-    core = _module(TESTS / "test_ir_core.py", "test_ir_core")
+    core = _module(TESTS / "_helpers.py", "_helpers")
     fz = _module(TESTS / "fuzz" / "test_fuzz_onnx.py", "fuzz_onnx")
     graphs = [core.conv_bn_relu_graph()]
     for name in ("cnn", "legacy"):
@@ -254,7 +254,7 @@ def _chain(ops: list[str]):
 
 def _search(run: Path, log: Path, sleep: float, events: int | None = None, target: tuple[str, int] | None = None,
             final_k: int = 3) -> int:
-    """The toy search of tests/test_evolution.py (mutate a relu/sigmoid/tanh chain, score = tanh share), then a
+    """The toy search of tests/search/test_evolution.py (mutate a relu/sigmoid/tanh chain, score = tanh share), then a
     final phase that "trains" the top ``final_k`` of the front, as ``graphopt optimize`` does after its search.
 
     ``log`` gets ``S <hash>`` for every scoring and ``F <hash>`` for every final training. ``events`` (a pipe's
@@ -573,7 +573,7 @@ def zoo_load(d: Path, multipliers: tuple[int, ...] = (1, 10)) -> dict[str, Any]:
 
 # ========================================================================================== hostile files
 def hostile(d: Path) -> list[dict[str, Any]]:
-    rel = _module(TESTS / "test_reliability.py", "test_reliability")
+    rel = _module(TESTS / "commands" / "test_reliability.py", "test_reliability")
     rows = []
     for k, (name, (build, env, phrase)) in enumerate(rel.HOSTILE.items()):
         case = d / f"hostile{k}"

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
+
+# Test modules in the subfolders import the shared helpers (``from _helpers import ...``, ``from benchmod import
+# ...``) that sit here, in tests/: pytest only puts each test file's own folder on sys.path.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 @pytest.fixture(scope="module")

@@ -2,17 +2,14 @@
 
 import copy
 import json
-import sys
 
+from _helpers import conv_bn_relu_graph
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from graphopt.errors import USER_ERRORS
 from graphopt.ir import save, verify
 from graphopt.ir.serialize import load
-
-sys.path.insert(0, __file__.rsplit("/", 2)[0])
-from test_ir_core import conv_bn_relu_graph  # noqa: E402
 
 CASES = {"n": 0}
 JUNK = st.one_of(st.none(), st.integers(-2**70, 2**70), st.floats(allow_nan=True), st.text(max_size=8),
