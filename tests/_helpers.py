@@ -18,6 +18,7 @@ from graphopt.backends.onnx import to_onnx
 from graphopt.compare import verify
 from graphopt.frontends.onnx import load_onnx
 from graphopt.ir import DType, TensorType
+from graphopt.ir import verify as verify_ir
 from graphopt.ir.graph import Graph
 from graphopt.ir.registry import get_op
 from graphopt.pass_manager import PassManager
@@ -199,3 +200,65 @@ class Attention(nn.Module):
         v = self.v(x).view(b, s, self.h, self.d).transpose(1, 2)
         p = torch.softmax(q @ k / math.sqrt(self.d), dim=-1)
         return self.o((p @ v).transpose(1, 2).reshape(b, s, c))
+
+
+class GraphNet:
+    """Builds small NCHW CNNs with the Graph API (AutoGO tests need no frontend)."""
+
+    def __init__(self, name: str = "net", shape=(2, 3, 16, 16), seed: int = 0) -> None:
+        self.g = Graph(name)
+        self.rng = np.random.default_rng(seed)
+        self.k = 0
+        self.x = self.g.add_input("x", TensorType(DType.float32, shape))
+
+    def _n(self, p):
+        self.k += 1
+        return f"{p}{self.k}"
+
+    def conv(self, x, cout, k=3, s=1, group=1):
+        n = self._n("conv")
+        w = self.g.add_const(n + ".weight", self.rng.standard_normal((cout, x.shape[1] // group, k, k)).astype(
+            np.float32) * 0.1, "param")
+        return self.g.create_node("conv", [x, w], {"pads": [k // 2] * 4, "strides": [s, s], "group": group},
+                                  name=n).output
+
+    def bn(self, x):
+        c, n = x.shape[1], self._n("bn")
+        ps = [self.g.add_const(f"{n}.{a}", f(c, np.float32), kd) for a, f, kd in
+              [("weight", np.ones, "param"), ("bias", np.zeros, "param"), ("mean", np.zeros, "buffer"),
+               ("var", np.ones, "buffer")]]
+        return self.g.create_node("batch_norm", [x, *ps], name=n).output
+
+    def op(self, op, *xs, **attrs):
+        return self.g.create_node(op, list(xs), attrs, name=self._n(op)).output
+
+    def cbr(self, x, c, k=3, s=1):
+        return self.op("relu", self.bn(self.conv(x, c, k, s)))
+
+    def block(self, x, c, s=1):
+        y = self.bn(self.conv(self.cbr(x, c, 3, s), c))
+        sc = x if s == 1 and x.shape[1] == c else self.bn(self.conv(x, c, 1, s))
+        return self.op("relu", self.op("add", y, sc))
+
+    def head(self, x):
+        f = self.op("flatten", self.op("global_avg_pool", x))
+        n = self._n("fc")
+        w = self.g.add_const(n + ".weight", self.rng.standard_normal((10, f.shape[1])).astype(np.float32), "param")
+        b = self.g.add_const(n + ".bias", np.zeros(10, np.float32), "param")
+        self.g.set_outputs([self.g.create_node("gemm", [f, w, b], {"transB": 1}, name=n).output])
+        verify_ir(self.g)
+        return self.g
+
+    def done(self, *outs):
+        self.g.set_outputs(list(outs))
+        verify_ir(self.g)
+        return self.g
+
+
+def graph_resnet(name="resnet", widths=(8, 16), blocks=2, seed=0):
+    b = GraphNet(name, seed=seed)
+    x = b.cbr(b.x, widths[0])
+    for i, w in enumerate(widths):
+        for j in range(blocks):
+            x = b.block(x, w, 2 if i > 0 and j == 0 else 1)
+    return b.head(x)

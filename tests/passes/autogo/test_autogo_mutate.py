@@ -7,6 +7,8 @@ import random
 import numpy as np
 import pytest
 import torch
+from _helpers import GraphNet as Net
+from _helpers import graph_resnet as resnet
 from graphopt.passes.autogo import (
     SegmentDB,
     canonical_segment,
@@ -23,66 +25,6 @@ from graphopt.ir import DType, Graph, IRError, TensorType, verify
 
 
 # ---------------------------------------------------------------------------------------------- builders
-class Net:
-    def __init__(self, name: str = "net", shape=(2, 3, 16, 16), seed: int = 0) -> None:
-        self.g = Graph(name)
-        self.rng = np.random.default_rng(seed)
-        self.k = 0
-        self.x = self.g.add_input("x", TensorType(DType.float32, shape))
-
-    def _n(self, p):
-        self.k += 1
-        return f"{p}{self.k}"
-
-    def conv(self, x, cout, k=3, s=1, group=1):
-        n = self._n("conv")
-        w = self.g.add_const(n + ".weight", self.rng.standard_normal((cout, x.shape[1] // group, k, k)).astype(
-            np.float32) * 0.1, "param")
-        return self.g.create_node("conv", [x, w], {"pads": [k // 2] * 4, "strides": [s, s], "group": group},
-                                  name=n).output
-
-    def bn(self, x):
-        c, n = x.shape[1], self._n("bn")
-        ps = [self.g.add_const(f"{n}.{a}", f(c, np.float32), kd) for a, f, kd in
-              [("weight", np.ones, "param"), ("bias", np.zeros, "param"), ("mean", np.zeros, "buffer"),
-               ("var", np.ones, "buffer")]]
-        return self.g.create_node("batch_norm", [x, *ps], name=n).output
-
-    def op(self, op, *xs, **attrs):
-        return self.g.create_node(op, list(xs), attrs, name=self._n(op)).output
-
-    def cbr(self, x, c, k=3, s=1):
-        return self.op("relu", self.bn(self.conv(x, c, k, s)))
-
-    def block(self, x, c, s=1):
-        y = self.bn(self.conv(self.cbr(x, c, 3, s), c))
-        sc = x if s == 1 and x.shape[1] == c else self.bn(self.conv(x, c, 1, s))
-        return self.op("relu", self.op("add", y, sc))
-
-    def head(self, x):
-        f = self.op("flatten", self.op("global_avg_pool", x))
-        n = self._n("fc")
-        w = self.g.add_const(n + ".weight", self.rng.standard_normal((10, f.shape[1])).astype(np.float32), "param")
-        b = self.g.add_const(n + ".bias", np.zeros(10, np.float32), "param")
-        self.g.set_outputs([self.g.create_node("gemm", [f, w, b], {"transB": 1}, name=n).output])
-        verify(self.g)
-        return self.g
-
-    def done(self, *outs):
-        self.g.set_outputs(list(outs))
-        verify(self.g)
-        return self.g
-
-
-def resnet(name="resnet", widths=(8, 16), blocks=2, seed=0):
-    b = Net(name, seed=seed)
-    x = b.cbr(b.x, widths[0])
-    for i, w in enumerate(widths):
-        for j in range(blocks):
-            x = b.block(x, w, 2 if i > 0 and j == 0 else 1)
-    return b.head(x)
-
-
 def inception(name="incep", seed=0):
     """Branches concatenated on channels, pooling, depthwise conv and squeeze-excite (broadcast mul)."""
     b = Net(name, seed=seed)
