@@ -264,12 +264,12 @@ def cpu_part(quick: bool, runs: int, log) -> dict:
     return {"models": rows, "n_models": len(rows), "runs_per_session": runs, "learned_vs_a": learned,
             "learned_vs_b": metrics(pa, yb), "repeatability_b_vs_a": repeat,
             "wall_clock": {"repeatability_b_vs_a": metrics(wall_b, wall_a), "learned_vs_a": metrics(pa, wall_a),
-                           "note": "median wall time per run on the loaded machine (other processes' scheduler "
+                           "what": "median wall time per run on the loaded machine (other processes' scheduler "
                                    "quanta included); the measured figures above are thread CPU time"},
             "gap_to_ceiling_points": round(100 * (repeat["within10"] - learned["within10"]), 1),
-            "spearman_learned": float(spearmanr(pa, ya)[0]), "load_avg": {"before": load0, "after": load1},
+            "spearman_learned": float(spearmanr(pa, ya)[0]), "load_avg": {"start": load0, "end": load1},
             "measure_s": round(meas_s, 1), "predictor_train": pred.train,
-            "note": None if max(load0[0], load1[0]) < 1.5 else
+            "load_warning": None if max(load0[0], load1[0]) < 1.5 else
             "machine loaded during measurement (load average above): figures are noisy; a quiet re-run is needed"}
 
 
