@@ -156,9 +156,6 @@ STALE_ALLOWED: dict[str, str] = {
                          "its design-set trainings; re-run after estimators_nb201",
     "supernet.json": "figures from --quick smoke runs (never quoted); the full protocol that issue 26 asks for "
                      "(a supernet that learns on CPU, 3 seeds per method, ~1-2 h) has not been run yet",
-    "scale_out.json": "measured at load average 5.6-7.4 (a training held one of the 2 cores), before the "
-                      "channel-shrinking mutation and the distillation cache changed what a candidate costs; "
-                      "its throughput figures need a quiet machine: re-run with `make bench-scale-out`",
     "export.json": "re-run this session (25 min under load), then the vision-zoo fixes to export, legalize and "
                    "quantize landed (Col2Im, global pools, shared biases); re-run with `make bench-export`",
     "npu_coverage.json": "re-run this session, then the vision-zoo fixes to export, legalize and quantize landed; "
